@@ -1,0 +1,247 @@
+"""The ``keelwork`` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import keelwork
+from keelwork.errors import KeelworkError, SpecError
+
+app = typer.Typer(
+    help="keelwork: run an AI prototype as a production service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Inspect rejected records.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(quarantine_app, name="quarantine")
+
+DirArg = Annotated[Path, typer.Argument(help="The service directory (holds keelwork.yaml).")]
+DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="The service directory.")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="KEELWORK_DATABASE_URL",
+                 help="SQLAlchemy URL; default: SQLite under DIR/.keelwork/"),
+]
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _err_console() -> Console:
+    return Console(stderr=True)
+
+
+def _fail(exc: KeelworkError) -> typer.Exit:
+    _err_console().print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
+    for d in exc.details:
+        _err_console().print(f"  {d.path}: {d.rule} (got {d.got!r})", highlight=False)
+    return typer.Exit(code=1)
+
+
+def _store(directory: Path, database_url: str | None) -> Any:
+    from keelwork.store.engine import Store, default_url
+
+    if not (directory / "keelwork.yaml").is_file() and database_url is None:
+        raise _fail(SpecError(f"{directory}: no keelwork.yaml here; pass the service directory"))
+    store = Store(database_url or default_url(directory))
+    store.migrate()
+    return store
+
+
+@app.command()
+def version() -> None:
+    """Print the keelwork version."""
+    typer.echo(keelwork.__version__)
+
+
+@app.command()
+def init(
+    directory: DirArg,
+    name: Annotated[str | None, typer.Option(help="Service name (default: the folder's).")] = None,
+) -> None:
+    """Scaffold a working service (spec + Python prototype) in DIR."""
+    from keelwork.scaffold import scaffold
+
+    svc_name = name or re.sub(r"[^a-z0-9_-]", "_", directory.resolve().name.lower()) or "service"
+    try:
+        files = scaffold(directory, svc_name)
+    except FileExistsError as exc:
+        _err_console().print(f"[red]error[/] {exc}")
+        raise typer.Exit(1) from None
+    for f in files:
+        _console().print(f"[green]wrote[/] {f}")
+    _console().print(f"next: [bold]keelwork serve {directory} --first-key[/]")
+
+
+@app.command()
+def serve(
+    directory: Annotated[Path, typer.Argument(help="The service directory.")] = Path("."),
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    database_url: DbOpt = None,
+    first_key: Annotated[
+        bool, typer.Option(help="Create and print a client key if the service has none.")
+    ] = False,
+    access_log: Annotated[bool, typer.Option(help="uvicorn's access log.")] = False,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Serve DIR over HTTP (FastAPI on uvicorn)."""
+    import uvicorn
+
+    from keelwork.server import create_app
+
+    try:
+        svc = keelwork.load_service(directory, database_url=database_url)
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    con = _console()
+    url = f"http://{host}:{port}"
+    if svc.spec.access.require_key:
+        live = [k for k in svc.keys.list() if k.role == "client"]
+        if first_key and not live:
+            key, info = svc.keys.create("client", name="first key")
+            con.print(f"[bold green]Created a client key[/] ({info.id}); it is shown once:")
+            con.print(f"  [bold]{key}[/]")
+            con.print("Try it:")
+            con.print(
+                f"  curl -s {url}/v1/services/{svc.name}/predict "
+                f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+                "-d '{\"text\": \"my card still has not arrived\"}'",
+                highlight=False, soft_wrap=True,
+            )
+        else:
+            con.print(
+                f"{len(live)} client key(s) exist; make another with "
+                f"[bold]keelwork keys create --role client --dir {directory}[/]"
+            )
+    con.print(f"Serving [bold]{svc.name}[/] on {url}  (docs: {url}/docs, metrics: {url}/metrics)")
+    uvicorn.run(
+        create_app([svc]), host=host, port=port, access_log=access_log, log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def predict(
+    directory: DirArg,
+    record: Annotated[str, typer.Argument(help="The input record as JSON, or - for stdin.")],
+    database_url: DbOpt = None,
+) -> None:
+    """Score one record in-process through the full pipeline and print the answer."""
+    raw = sys.stdin.read() if record == "-" else record
+    try:
+        svc = keelwork.load_service(directory, database_url=database_url)
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    from keelwork.pipeline import parse_json
+
+    async def run() -> dict[str, Any]:
+        async with svc:
+            value = parse_json(raw.encode(), svc.spec.limits.max_body_bytes)
+            return (await svc.predict(value)).as_dict(svc.name)
+
+    try:
+        out = asyncio.run(run())
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(out, indent=2))
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="client or admin.")] = "client",
+    name: Annotated[str, typer.Option(help="A label for the key's owner.")] = "",
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+) -> None:
+    """Create a key. It is printed once and stored only as a salted hash."""
+    from keelwork.security.keys import KeyStore
+
+    try:
+        key, info = KeyStore(_store(directory, database_url)).create(role, name)
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    _err_console().print(f"created {info.id} (role {info.role}); store it now, it is not kept:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+    all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """List keys (prefix, role, dates; never the key itself)."""
+    from keelwork.security.keys import KeyStore
+
+    table = Table("id", "prefix", "role", "name", "created", "revoked")
+    for k in KeyStore(_store(directory, database_url)).list(include_revoked=all_keys):
+        table.add_row(k.id, k.prefix + "...", k.role, k.name, f"{k.created_at:%Y-%m-%d %H:%M}",
+                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+    _console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (key_...) or prefix.")],
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+) -> None:
+    """Revoke a key; it stops working within a second."""
+    from keelwork.security.keys import KeyStore
+
+    if not KeyStore(_store(directory, database_url)).revoke(key_id):
+        _err_console().print(f"[red]error[/] no live key {key_id!r}")
+        raise typer.Exit(1)
+    _console().print(f"revoked {key_id}")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List rejected records with the rules they broke."""
+    rows = _store(directory, database_url).quarantine_list(limit=limit)
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r, default=str))
+        return
+    table = Table("id", "time", "service", "request id", "violations", title="quarantine")
+    for r in rows:
+        v = "; ".join(f"{x['path']} {x['rule']}" for x in r["violations"])
+        table.add_row(str(r["id"]), f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["service"],
+                      r["request_id"], v)
+    _console().print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    ident: Annotated[str, typer.Argument(help="Quarantine id or request id.")],
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+) -> None:
+    """Show one rejected record in full."""
+    row = _store(directory, database_url).quarantine_get(ident)
+    if row is None:
+        _err_console().print(f"[red]error[/] no quarantined record {ident!r}")
+        raise typer.Exit(1)
+    typer.echo(json.dumps(row, default=str, indent=2))
+
+
+def main() -> None:
+    app()

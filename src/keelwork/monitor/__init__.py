@@ -1,0 +1,1 @@
+"""What a running service reports about itself."""

@@ -1,0 +1,87 @@
+"""Prometheus metrics, one registry per service so several services (and tests) sit side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class Metrics:
+    """The series a service exports; label children are bound once, off the hot path."""
+
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "keelwork_requests", "Requests by outcome", ["service", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "keelwork_request_latency_seconds",
+            "Time from arrival to answer, inside keelwork",
+            ["service"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "keelwork_errors", "Errors by stable code", ["service", "code"], registry=r
+        )
+        self.fallbacks = Counter(
+            "keelwork_fallbacks",
+            "Answers served by a fallback (model or terminal) instead of the primary",
+            ["service", "model"],
+            registry=r,
+        )
+        self.model_failures = Counter(
+            "keelwork_model_failures",
+            "Failed model attempts by model and reason",
+            ["service", "model", "code"],
+            registry=r,
+        )
+        self.journal_depth = Gauge(
+            "keelwork_journal_queue_depth", "Records waiting to be written", ["service"],
+            registry=r,
+        )
+        self.journal_errors = Counter(
+            "keelwork_journal_write_errors", "Failed journal batch writes (retried)", ["service"],
+            registry=r,
+        )
+        self._latency = self.latency.labels(service)
+        self._status: dict[str, Counter] = {}
+
+    def observe(self, status: str, seconds: float, error_code: str | None) -> None:
+        child = self._status.get(status)
+        if child is None:
+            child = self._status[status] = self.requests.labels(self.service, status)
+        child.inc()
+        self._latency.observe(seconds)
+        if error_code:
+            self.errors.labels(self.service, error_code).inc()
+
+    def track_depth(self, depth: Callable[[], int]) -> None:
+        self.journal_depth.labels(self.service).set_function(depth)
+
+
+class MergedRegistry(Collector):
+    """Merge families of several registries so one /metrics page can serve many services."""
+
+    def __init__(self, registries: Iterable[CollectorRegistry]) -> None:
+        self.registries = list(registries)
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for reg in self.registries:
+            for fam in reg.collect():
+                have = merged.get(fam.name)
+                if have is None:
+                    merged[fam.name] = fam
+                else:
+                    have.samples.extend(fam.samples)
+        return list(merged.values())

@@ -1,0 +1,290 @@
+"""The hot path: a Call context walked through ordered stages, then recorded off the path.
+
+Each stage does one job and raises a ``KeelworkError`` to stop the walk; whatever happens,
+``Pipeline.run`` ends by handing one record to the journal (and, for rejected input, one to
+the quarantine) and counting the outcome, so no request is ever unaccounted for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from keelwork.contract import Contract
+from keelwork.errors import (
+    AuthError,
+    ContractError,
+    KeelworkError,
+    RequestError,
+    Violation,
+)
+from keelwork.monitor.metrics import Metrics
+from keelwork.reliability.chain import Answer, FallbackChain
+from keelwork.security.keys import KeyStore, Principal
+from keelwork.spec import AccessSpec
+from keelwork.store.journal import Journal
+
+log = logging.getLogger("keelwork.pipeline")
+_RAW_KEEP = 64 * 1024
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Call:
+    """Everything known about one request as it moves through the stages."""
+
+    service: str
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=time.perf_counter)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    credentials: str | None = None
+    principal: Principal | None = None
+    body: bytes | None = None
+    record: Any = None
+    clean: dict[str, Any] | None = None
+    answer: Answer | None = None
+    error: KeelworkError | None = None
+    source: str = "request"
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    @property
+    def status(self) -> str:
+        if self.error is None:
+            return "fallback" if self.answer is not None and self.answer.fallback else "ok"
+        if isinstance(self.error, ContractError | RequestError):
+            return "rejected"
+        if isinstance(self.error, AuthError):
+            return "denied"
+        return "failed"
+
+
+class Stage(Protocol):
+    async def __call__(self, call: Call) -> None: ...
+
+
+class Authenticate:
+    """Bearer key -> principal; no key or an unknown key is 401, a role not allowed is 403."""
+
+    def __init__(self, keys: KeyStore, access: AccessSpec) -> None:
+        self.keys = keys
+        self.require = access.require_key
+        self.roles = frozenset(access.roles)
+
+    async def __call__(self, call: Call) -> None:
+        if call.principal is not None:
+            return
+        if call.credentials is None:
+            if not self.require:
+                call.principal = Principal(key_id=None, role="client", name="anonymous")
+                return
+            raise AuthError(
+                "this service needs an API key: send `Authorization: Bearer kw_...`",
+                code="auth.missing_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = await self.keys.authenticate(call.credentials)
+        if principal is None:
+            raise AuthError(
+                "the API key is unknown, revoked or malformed",
+                code="auth.invalid_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role not in self.roles:
+            raise AuthError(
+                f"role {principal.role!r} may not call this service "
+                f"(allowed: {', '.join(sorted(self.roles))})",
+                code="auth.forbidden",
+                status=403,
+            )
+        call.principal = principal
+
+
+class ParseBody:
+    """Raw bytes -> JSON value; size, encoding and syntax errors name what was found."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    async def __call__(self, call: Call) -> None:
+        body = call.body
+        if body is None:
+            return
+        call.record = parse_json(body, self.max_bytes)
+
+
+def parse_json(body: bytes, max_bytes: int) -> Any:
+    if len(body) > max_bytes:
+        raise RequestError(
+            f"the body is larger than the {max_bytes}-byte limit",
+            code="request.too_large",
+            status=413,
+            details=[Violation(path="$", rule="max_bytes", got=f">= {len(body)} bytes")],
+        )
+    if not body.strip():
+        raise RequestError(
+            "the body is empty; send a JSON object",
+            code="request.empty",
+            details=[Violation(path="$", rule="json", got="")],
+        )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            f"the body is not UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}",
+            code="request.not_utf8",
+            details=[Violation(path="$", rule="utf-8", got=f"0x{body[exc.start]:02x}@{exc.start}")],
+        ) from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            code="request.malformed_json",
+            details=[Violation(path="$", rule="json", got=f"line {exc.lineno} col {exc.colno}")],
+        ) from None
+
+
+class ValidateInput:
+    """The input contract: every violation reported at once (422), the record quarantined."""
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+
+    async def __call__(self, call: Call) -> None:
+        clean, errors = self.contract.validate(call.record)
+        if errors:
+            names = ", ".join(f"{e.path} ({e.rule})" for e in errors)
+            raise ContractError(
+                f"the input broke {len(errors)} rule(s) of the contract: {names}",
+                details=errors,
+            )
+        call.clean = clean
+
+
+class CallModels:
+    """Timeout, retry and the fallback chain down to the declared terminal answer."""
+
+    def __init__(self, chain: FallbackChain, metrics: Metrics) -> None:
+        self.chain = chain
+        self.metrics = metrics
+
+    async def __call__(self, call: Call) -> None:
+        assert call.clean is not None
+        call.answer = answer = await self.chain(call.clean)
+        if answer.fallback:
+            self.metrics.fallbacks.labels(self.metrics.service, answer.model).inc()
+
+
+class Pipeline:
+    """Runs the stages in order; always records the outcome."""
+
+    def __init__(
+        self,
+        service: str,
+        stages: list[Stage],
+        journal: Journal,
+        metrics: Metrics,
+        input_contract: Contract,
+        store_inputs: bool = True,
+    ) -> None:
+        self.service = service
+        self.stages = tuple(stages)
+        self.journal = journal
+        self.metrics = metrics
+        self.contract_version = input_contract.version
+        self.store_inputs = store_inputs
+
+    async def run(self, call: Call) -> Call:
+        try:
+            for stage in self.stages:
+                await stage(call)
+        except KeelworkError as exc:
+            call.error = exc
+        except Exception as exc:  # a bug must still leave a record and a clean 500
+            log.exception("unexpected error in request %s", call.request_id)
+            call.error = KeelworkError(
+                f"internal error ({type(exc).__name__}); the request is recorded as "
+                f"{call.request_id}",
+                code="internal",
+            )
+        await self.record(call)
+        return call
+
+    async def record(self, call: Call) -> None:
+        """Hand the call's record to the journal (and quarantine) and count it."""
+        status = call.status
+        err = call.error
+        jrow, qrow = self.rows(call, status)
+        try:
+            await self.journal.record(jrow, qrow)
+        except KeelworkError as exc:
+            call.error = err = exc
+            status = "failed"
+        self.metrics.observe(status, call.latency_ms / 1000, err.code if err else None)
+
+    def rows(self, call: Call, status: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        err, ans = call.error, call.answer
+        key_id = call.principal.key_id if call.principal else None
+        stored_input = None
+        if self.store_inputs and status != "denied":
+            stored_input = call.clean if call.clean is not None else _jsonable(call.record)
+        jrow: dict[str, Any] = {
+            "request_id": call.request_id,
+            "created_at": call.created_at,
+            "service": call.service,
+            "status": status,
+            "http_status": err.status if err else 200,
+            "error_code": err.code if err else None,
+            "model": ans.model if ans else None,
+            "model_version": ans.version if ans else None,
+            "fallback": bool(ans and ans.fallback),
+            "key_id": key_id,
+            "input": stored_input,
+            "output": ans.output if ans else None,
+            "attempts": [
+                {"model": a.model, "ok": a.ok, "code": a.error_code, "error": a.error,
+                 "latency_ms": round(a.latency_ms, 3), "retries": a.retries}
+                for a in ans.attempts
+            ]
+            if ans and ans.fallback
+            else None,
+            "latency_ms": call.latency_ms,
+        }
+        qrow = None
+        if status == "rejected" and err is not None:
+            raw = None
+            if call.record is None and call.body is not None:
+                raw = call.body[:_RAW_KEEP].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+            qrow = {
+                "request_id": call.request_id,
+                "created_at": call.created_at,
+                "service": call.service,
+                "contract_version": self.contract_version,
+                "source": call.source,
+                "key_id": key_id,
+                "record": _jsonable(call.record),
+                "raw": raw,
+                "violations": [d.as_dict() for d in err.details]
+                or [{"path": "$", "rule": err.code, "got": None, "message": err.message}],
+                "status": "open",
+            }
+        return jrow, qrow
+
+
+def _jsonable(value: Any) -> Any:
+    """What can go into a JSON column as it is; anything else is kept as its repr."""
+    if value is None or isinstance(value, str | int | float | bool | dict | list):
+        return value
+    return repr(value)[:_RAW_KEEP]

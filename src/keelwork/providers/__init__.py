@@ -1,0 +1,20 @@
+"""Providers: one protocol for everything that can answer a request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keelwork.providers.base import Provider
+from keelwork.providers.python import PythonProvider
+from keelwork.providers.sklearn import SklearnProvider
+from keelwork.spec import ModelSpec
+
+
+def build_provider(name: str, spec: ModelSpec, service_dir: Path) -> Provider:
+    """Make the provider a model spec declares; load errors name the key and the fix."""
+    if spec.kind == "python":
+        return PythonProvider(name, spec, service_dir)
+    return SklearnProvider(name, spec, service_dir)
+
+
+__all__ = ["Provider", "PythonProvider", "SklearnProvider", "build_provider"]

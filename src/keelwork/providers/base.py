@@ -1,0 +1,25 @@
+"""The Provider protocol: a named, versioned thing that turns a record into an answer."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Provider(Protocol):
+    name: str
+    version: str
+
+    async def __call__(self, record: dict[str, Any]) -> Any:
+        """Answer one validated record; raise on failure (the chain moves on)."""
+        ...
+
+
+def file_version(path: Path) -> str:
+    """A content hash, so the journal says exactly which artifact answered."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:12]

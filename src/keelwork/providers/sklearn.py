@@ -1,0 +1,66 @@
+"""A scikit-learn model stored with skops: loaded without pickle, only from reviewed types."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from keelwork.errors import SpecError
+from keelwork.providers.base import file_version
+from keelwork.spec import ModelSpec
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+class SklearnProvider:
+    """Predicts from the declared input fields; returns ``{label: class, score: probability}``."""
+
+    def __init__(self, name: str, spec: ModelSpec, service_dir: Path) -> None:
+        import skops.io as sio
+
+        assert spec.path is not None and spec.inputs
+        where = f"models.{name}.path"
+        path = (service_dir / spec.path).resolve()
+        if not path.is_file():
+            raise SpecError(
+                f"{where}: model file {path} does not exist; train or copy it there first",
+                code="spec.model_missing",
+            )
+        try:
+            untrusted = sio.get_untrusted_types(file=path)
+        except Exception as exc:
+            raise SpecError(
+                f"{where}: {path} is not a skops file ({type(exc).__name__}: {exc})",
+                code="spec.model_invalid",
+            ) from exc
+        unexpected = sorted(set(untrusted) - set(spec.trusted_types))
+        if unexpected:
+            raise SpecError(
+                f"{where}: {path.name} holds types skops does not trust by default: "
+                f"{', '.join(unexpected)}. Review them, then list them under "
+                f"models.{name}.trusted_types",
+                code="spec.untrusted_types",
+            )
+        self.model = sio.load(path, trusted=untrusted)
+        self.name = name
+        self.version = spec.version or file_version(path)
+        self.inputs = list(spec.inputs)
+        self.label = spec.label
+        self.score = spec.score
+        self.has_proba = hasattr(self.model, "predict_proba") and spec.score is not None
+        self.classes = list(getattr(self.model, "classes_", []))
+
+    def predict(self, record: dict[str, Any]) -> dict[str, Any]:
+        row = [record[f] for f in self.inputs]
+        x: list[Any] = row if len(row) == 1 else [row]
+        if self.has_proba and self.score:
+            proba = self.model.predict_proba(x)[0]
+            best = int(proba.argmax())
+            return {self.label: _plain(self.classes[best]), self.score: float(proba[best])}
+        return {self.label: _plain(self.model.predict(x)[0])}
+
+    async def __call__(self, record: dict[str, Any]) -> Any:
+        return await asyncio.to_thread(self.predict, record)

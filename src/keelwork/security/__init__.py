@@ -1,0 +1,1 @@
+"""Who may call: hashed API keys and the principals they resolve to."""

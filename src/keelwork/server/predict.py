@@ -1,0 +1,193 @@
+"""Prediction routes: one POST per service (its contract in the OpenAPI page) and a batch form."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keelwork.errors import NotFoundError, Violation
+from keelwork.pipeline import Call
+from keelwork.server.responses import error_body, error_response, json_response
+from keelwork.service import Service
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"path": {"type": "string"}, "rule": {"type": "string"},
+                                       "got": {}},
+                    },
+                },
+            },
+        },
+        "request_id": {"type": ["string", "null"]},
+    },
+}
+
+
+def bearer(request: Request) -> str | None:
+    """The presented key, ``""`` for a non-Bearer Authorization header, None when absent."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes: enough to know a body is too large, never more."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+def call_response(svc: Service, call: Call) -> Response:
+    if call.error is not None:
+        return error_response(call.error, call.request_id)
+    return json_response(call_result(svc, call), headers=_answer_headers(call))
+
+
+def call_result(svc: Service, call: Call) -> dict[str, Any]:
+    if call.error is not None:
+        return error_body(call.error, call.request_id)
+    a = call.answer
+    assert a is not None
+    return {
+        "request_id": call.request_id,
+        "service": svc.name,
+        "output": a.output,
+        "model": a.model,
+        "model_version": a.version,
+        "fallback": a.fallback,
+        "latency_ms": round(call.latency_ms, 3),
+    }
+
+
+def _answer_headers(call: Call) -> dict[str, str]:
+    a = call.answer
+    assert a is not None
+    return {
+        "X-Request-ID": call.request_id,
+        "X-Keelwork-Model": a.model,
+        "X-Keelwork-Fallback": "true" if a.fallback else "false",
+    }
+
+
+def _predict_endpoint(svc: Service) -> Callable[[Request], Awaitable[Response]]:
+    limit = svc.spec.limits.max_body_bytes
+
+    async def predict(request: Request) -> Response:
+        body = await read_body(request, limit)
+        return call_response(svc, await svc.handle(body, bearer(request)))
+
+    predict.__doc__ = svc.spec.service.description or f"Score one record with {svc.name}."
+    return predict
+
+
+def _batch_endpoint(svc: Service) -> Callable[[Request], Awaitable[Response]]:
+    limit = svc.spec.limits.max_body_bytes
+
+    async def batch(request: Request) -> Response:
+        body = await read_body(request, limit)
+        out = await svc.handle_batch(body, bearer(request))
+        if isinstance(out, Call):
+            return call_response(svc, out)
+        results = [call_result(svc, c) for c in out]
+        summary = {
+            "total": len(out),
+            "ok": sum(1 for c in out if c.error is None),
+            "rejected": sum(1 for c in out if c.status == "rejected"),
+            "failed": sum(1 for c in out if c.error is not None and c.status != "rejected"),
+        }
+        return json_response({"results": results, "summary": summary})
+
+    batch.__doc__ = f"Score a JSON array of records with {svc.name}; one result per record."
+    return batch
+
+
+def add_predict_routes(app: FastAPI, services: Sequence[Service]) -> None:
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"description": desc, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for code, desc in (
+            (400, "Unreadable body (not UTF-8, not JSON)"),
+            (401, "Missing or unknown API key"),
+            (403, "The key's role may not call this service"),
+            (413, "Body larger than the service's limit"),
+            (422, "The input broke the contract; every violation listed"),
+            (503, "Overloaded; retry after the Retry-After header"),
+        )
+    }
+    for svc in services:
+        schema = svc.input_contract.json_schema()
+        security = [{"bearer": []}] if svc.spec.access.require_key else []
+        app.add_api_route(
+            f"/v1/services/{svc.name}/predict",
+            _predict_endpoint(svc),
+            methods=["POST"],
+            tags=[svc.name],
+            name=f"{svc.name}_predict",
+            responses=error_responses,
+            openapi_extra={
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": schema}}},
+                "security": security,
+            },
+        )
+        app.add_api_route(
+            f"/v1/services/{svc.name}/batch",
+            _batch_endpoint(svc),
+            methods=["POST"],
+            tags=[svc.name],
+            name=f"{svc.name}_batch",
+            responses=error_responses,
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "array",
+                                                                 "items": schema}}},
+                },
+                "security": security,
+            },
+        )
+
+    recorder = services[0] if services else None
+    known = ", ".join(s.name for s in services) or "(none)"
+
+    async def unknown_service(name: str, request: Request) -> Response:
+        err = NotFoundError(
+            f"no service named {name[:64]!r} here; served: {known}",
+            code="service.not_found",
+            details=[Violation(path="name", rule="service", got=name[:64])],
+        )
+        call = Call(name[:64], credentials=bearer(request))
+        call.error = err
+        if recorder is not None:
+            await recorder.ensure_started()
+            await recorder.pipeline.record(call)
+        return error_response(err, call.request_id)
+
+    for suffix in ("predict", "batch"):
+        app.add_api_route(
+            f"/v1/services/{{name}}/{suffix}",
+            unknown_service,
+            methods=["POST"],
+            include_in_schema=False,
+        )
+

@@ -1,0 +1,254 @@
+"""A Service: one spec, its models, its store and journal, and the pipeline that runs them.
+
+Everything hangs off this object (no module-level state), so tests and servers can build many
+side by side. ``load_service`` finds every configuration mistake before the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from keelwork.contract import Contract
+from keelwork.errors import KeelworkError, RequestError, SpecError, Violation
+from keelwork.monitor.metrics import Metrics
+from keelwork.pipeline import (
+    Authenticate,
+    Call,
+    CallModels,
+    ParseBody,
+    Pipeline,
+    ValidateInput,
+    parse_json,
+)
+from keelwork.providers import build_provider
+from keelwork.reliability import CallPolicy, FallbackChain, Link, Retry, Timeout
+from keelwork.security.keys import LOCAL, KeyStore, Principal
+from keelwork.spec import ServiceSpec, load_spec
+from keelwork.store.engine import Store, default_url
+from keelwork.store.journal import Journal
+
+_BATCH_CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What the Python API returns: the answer and how it was made."""
+
+    request_id: str
+    output: dict[str, Any]
+    model: str
+    model_version: str
+    fallback: bool
+    latency_ms: float
+
+    def as_dict(self, service: str) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "service": service,
+            "output": self.output,
+            "model": self.model,
+            "model_version": self.model_version,
+            "fallback": self.fallback,
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+
+class Service:
+    """A running service. Use ``async with`` (or ``start``/``close``) around its traffic."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        directory: str | Path,
+        *,
+        store: Store | None = None,
+        database_url: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.spec = spec
+        self.directory = Path(directory).resolve()
+        self.name = spec.service.name
+        self.input_contract = Contract(spec.input)
+        self.output_contract = Contract(spec.output)
+        self._check_default()
+        sync = spec.journal.durability == "sync"
+        self.store = store or Store(
+            database_url or default_url(self.directory), synchronous="FULL" if sync else "NORMAL"
+        )
+        self.store.migrate()
+        self.metrics = metrics or Metrics(self.name)
+        self.keys = KeyStore(self.store)
+        self.providers = {
+            name: build_provider(name, spec.models[name], self.directory) for name in spec.chain
+        }
+        self.chain = FallbackChain(
+            [Link(self.providers[name], self._policy(name)) for name in spec.chain],
+            accept=self.output_contract.validate,
+            default=spec.routing.default,
+            on_failure=self._count_failure,
+        )
+        self.journal = Journal(
+            self.store,
+            sync=sync,
+            flush_interval=spec.journal.flush_interval_ms / 1000,
+            max_batch=spec.journal.max_batch,
+            queue_size=spec.journal.queue_size,
+            on_error=lambda _e: self.metrics.journal_errors.labels(self.name).inc(),
+        )
+        self.metrics.track_depth(lambda: self.journal.stats().depth)
+        self.pipeline = Pipeline(
+            self.name,
+            [
+                Authenticate(self.keys, spec.access),
+                ParseBody(spec.limits.max_body_bytes),
+                ValidateInput(self.input_contract),
+                CallModels(self.chain, self.metrics),
+            ],
+            self.journal,
+            self.metrics,
+            self.input_contract,
+            store_inputs=spec.journal.store_inputs,
+        )
+        self._start_lock: asyncio.Lock | None = None
+
+    # --- set-up --------------------------------------------------------------------------
+
+    def _policy(self, name: str) -> CallPolicy:
+        m, p = self.spec.models[name], self.spec.policies
+        return CallPolicy(
+            timeout=Timeout((m.timeout_ms or p.timeout_ms) / 1000),
+            retry=Retry(
+                attempts=p.retries if m.retries is None else m.retries,
+                backoff=p.backoff_ms / 1000,
+                max_backoff=p.max_backoff_ms / 1000,
+            ),
+        )
+
+    def _check_default(self) -> None:
+        default = self.spec.routing.default
+        if default is None:
+            return
+        _, errors = self.output_contract.validate(default)
+        if errors:
+            raise SpecError(
+                "routing.default breaks the output contract: "
+                + "; ".join(f"{e.path}: {e.message}" for e in errors)
+                + ". Make the terminal answer a valid output.",
+                details=[
+                    Violation(path="routing.default" + e.path[1:], rule=e.rule, got=e.got)
+                    for e in errors
+                ],
+            )
+
+    def _count_failure(self, model: str, code: str) -> None:
+        self.metrics.model_failures.labels(self.name, model, code).inc()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.journal.start()
+
+    async def close(self) -> None:
+        """Flush the journal; every accepted record is committed when this returns."""
+        await self.journal.close()
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def ensure_started(self) -> None:
+        if self.journal.running:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            await self.start()
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Store reachable, models loaded, journal running (blocking: call off the loop)."""
+        checks = {
+            "store": self.store.ping(),
+            "models": {n: p.version for n, p in self.providers.items()},
+            "journal": self.journal.running,
+        }
+        return bool(checks["store"] and checks["journal"]), checks
+
+    # --- traffic -------------------------------------------------------------------------
+
+    async def predict(self, record: dict[str, Any], *, principal: Principal = LOCAL) -> Prediction:
+        """Score one record through the whole pipeline; raises the error a client would get."""
+        await self.ensure_started()
+        call = await self.pipeline.run(Call(self.name, principal=principal, record=record))
+        if call.error is not None:
+            raise call.error
+        assert call.answer is not None
+        a = call.answer
+        return Prediction(call.request_id, a.output, a.model, a.version, a.fallback,
+                          call.latency_ms)
+
+    async def handle(self, body: bytes, credentials: str | None) -> Call:
+        """The HTTP path: raw body and bearer key in, a finished (and recorded) Call out."""
+        await self.ensure_started()
+        return await self.pipeline.run(Call(self.name, credentials=credentials, body=body))
+
+    async def handle_batch(self, body: bytes, credentials: str | None) -> Call | list[Call]:
+        """A JSON list of records: one Call per record, or one failed Call for the batch."""
+        await self.ensure_started()
+        head = Call(self.name, credentials=credentials, body=body, source="batch")
+        try:
+            await self.pipeline.stages[0](head)
+            records = parse_json(body, self.spec.limits.max_body_bytes)
+            head.record = records
+            if not isinstance(records, list):
+                raise RequestError(
+                    "a batch body is a JSON array of records",
+                    code="request.not_a_list",
+                    status=422,
+                    details=[Violation(path="$", rule="type", got=type(records).__name__)],
+                )
+            if len(records) > self.spec.limits.max_batch:
+                raise RequestError(
+                    f"a batch holds at most {self.spec.limits.max_batch} records",
+                    code="request.batch_too_large",
+                    status=413,
+                    details=[Violation(path="$", rule="max_items", got=len(records))],
+                )
+        except KeelworkError as exc:
+            head.error = exc
+            await self.pipeline.record(head)
+            return head
+        gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
+
+        async def one(i: int, rec: Any) -> Call:
+            async with gate:
+                return await self.pipeline.run(
+                    Call(self.name, principal=head.principal, record=rec, source=f"batch[{i}]")
+                )
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(records))))
+
+
+def load_service(
+    directory: str | Path = ".",
+    *,
+    database_url: str | None = None,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+) -> Service:
+    """Load ``DIR/keelwork.yaml`` and build its service (models loaded, schema migrated)."""
+    d = Path(directory)
+    spec = load_spec(d)
+    return Service(spec, d if d.is_dir() else d.parent, store=store,
+                   database_url=database_url, metrics=metrics)

@@ -1,0 +1,292 @@
+"""The service spec: typed models for ``keelwork.yaml``.
+
+Everything a service does is declared here once; the loader turns every mistake into an error
+that names the file, the key, what was found and how to fix it, so configuration errors surface
+at load time rather than on the first request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from keelwork.errors import SpecError, Violation
+
+SPEC_FILENAME = "keelwork.yaml"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+FieldType = Literal["string", "integer", "number", "boolean", "enum"]
+Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    """One field of a contract: its type and the rules a value must meet."""
+
+    type: FieldType
+    required: bool = True
+    nullable: bool = False
+    description: str = ""
+    min: float | None = None
+    max: float | None = None
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    values: list[Scalar] | None = None
+    strip: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> FieldSpec:
+        if self.type == "enum" and not self.values:
+            raise ValueError("an enum field needs `values: [...]` listing the allowed values")
+        if self.type != "enum" and self.values is not None:
+            raise ValueError("`values` applies to enum fields only; set `type: enum`")
+        if (self.min is not None or self.max is not None) and self.type not in (
+            "integer",
+            "number",
+        ):
+            raise ValueError("`min`/`max` apply to integer and number fields; use min_length")
+        if (self.min_length is not None or self.max_length is not None or self.strip) and (
+            self.type != "string"
+        ):
+            raise ValueError("`min_length`/`max_length`/`strip` apply to string fields only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (
+            self.min_length is not None
+            and self.max_length is not None
+            and self.min_length > self.max_length
+        ):
+            raise ValueError(
+                f"min_length ({self.min_length}) is greater than max_length ({self.max_length})"
+            )
+        return self
+
+
+class ContractSpec(_Strict):
+    """The shape of a record at the door (input) or on the way out (output)."""
+
+    fields: dict[str, FieldSpec]
+    unknown_fields: Literal["reject", "ignore"] = "reject"
+
+
+class ModelSpec(_Strict):
+    """One model of the routing chain: a Python callable or a stored scikit-learn model."""
+
+    kind: Literal["python", "sklearn"]
+    target: str | None = Field(
+        default=None, description="python: `module:function`, module relative to the service"
+    )
+    path: str | None = Field(default=None, description="sklearn: the .skops file")
+    inputs: list[str] | None = Field(default=None, description="sklearn: feature fields in order")
+    label: str = "label"
+    score: str | None = None
+    trusted_types: list[str] = Field(default_factory=list)
+    version: str | None = None
+    timeout_ms: int | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelSpec:
+        if self.kind == "python" and not self.target:
+            raise ValueError("a python model needs `target: module:function`")
+        if self.kind == "sklearn" and not self.path:
+            raise ValueError("a sklearn model needs `path: model.skops`")
+        if self.kind == "sklearn" and not self.inputs:
+            raise ValueError("a sklearn model needs `inputs: [field, ...]` (its feature fields)")
+        if self.path and self.path.endswith((".pkl", ".pickle", ".joblib")):
+            raise ValueError(
+                "pickle files run arbitrary code when loaded; save the model with skops "
+                "(skops.io.dump) and point `path` at the .skops file"
+            )
+        return self
+
+
+class RoutingSpec(_Strict):
+    """The chain a request walks: primary, fallbacks in order, then the terminal answer."""
+
+    primary: str
+    fallbacks: list[str] = Field(default_factory=list)
+    default: dict[str, Any] | None = Field(
+        default=None, description="terminal answer when every model failed"
+    )
+
+
+class PolicySpec(_Strict):
+    """How hard to try each model before moving down the chain."""
+
+    timeout_ms: int = Field(default=1000, gt=0)
+    retries: int = Field(default=0, ge=0, le=10)
+    backoff_ms: int = Field(default=20, ge=0)
+    max_backoff_ms: int = Field(default=1000, ge=0)
+
+
+class JournalSpec(_Strict):
+    """How requests are recorded: batched write-behind, or committed before the response."""
+
+    durability: Literal["batched", "sync"] = "batched"
+    flush_interval_ms: int = Field(default=100, gt=0, le=100)
+    max_batch: int = Field(default=512, gt=0)
+    queue_size: int = Field(default=10_000, gt=0)
+    store_inputs: bool = True
+
+
+class AccessSpec(_Strict):
+    require_key: bool = True
+    roles: list[Literal["client", "admin"]] = Field(default_factory=lambda: ["client", "admin"])
+
+
+class LimitsSpec(_Strict):
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    max_batch: int = Field(default=1000, gt=0)
+
+
+class ServiceInfo(_Strict):
+    name: str
+    version: str = "0.1.0"
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _name(self) -> ServiceInfo:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"service name {self.name!r} must be lowercase letters, digits, '_' or '-' "
+                "(it becomes part of URLs)"
+            )
+        return self
+
+
+class ServiceSpec(_Strict):
+    """The whole of ``keelwork.yaml``."""
+
+    service: ServiceInfo
+    input: ContractSpec
+    output: ContractSpec
+    models: dict[str, ModelSpec]
+    routing: RoutingSpec
+    policies: PolicySpec = PolicySpec()
+    journal: JournalSpec = JournalSpec()
+    access: AccessSpec = AccessSpec()
+    limits: LimitsSpec = LimitsSpec()
+
+    @model_validator(mode="after")
+    def _routes_exist(self) -> ServiceSpec:
+        chain = [self.routing.primary, *self.routing.fallbacks]
+        for name in chain:
+            if name not in self.models:
+                hint = difflib.get_close_matches(name, list(self.models), n=1)
+                fix = f"did you mean {hint[0]!r}?" if hint else f"declare it under `models.{name}`"
+                raise ValueError(f"routing names model {name!r}, which is not declared; {fix}")
+        if len(set(chain)) != len(chain):
+            raise ValueError("a model appears twice in the routing chain")
+        for mname, model in self.models.items():
+            for field_name in model.inputs or []:
+                if field_name not in self.input.fields:
+                    raise ValueError(
+                        f"models.{mname}.inputs names {field_name!r}, which is not an input field"
+                    )
+        return self
+
+    @property
+    def chain(self) -> list[str]:
+        return [self.routing.primary, *self.routing.fallbacks]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "value_error")) or part in ("str", "int", "float"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys that would have been valid where an unknown key was found."""
+    model: Any = ServiceSpec
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            return []
+        fields = getattr(model, "model_fields", {})
+        if part in fields:
+            ann = fields[part].annotation
+            args = getattr(ann, "__args__", ())
+            model = ann if hasattr(ann, "model_fields") else None
+            if model is None and args and hasattr(args[-1], "model_fields"):
+                model = args[-1]
+        elif model is not None and not fields:
+            return []
+        # dict values (fields, models) keep the value model
+    return list(getattr(model, "model_fields", {}))
+
+
+def _violations(err: ValidationError) -> list[Violation]:
+    out: list[Violation] = []
+    for e in err.errors(include_url=False):
+        path = _loc(e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            allowed = _allowed_keys(e["loc"])
+            close = difflib.get_close_matches(key, allowed, n=1)
+            msg = f"unknown key {key!r}" + (
+                f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            )
+        elif e["type"] == "missing":
+            msg = "this key is required; add it"
+        got = e.get("input")
+        if isinstance(got, dict | list):
+            got = type(got).__name__
+        out.append(Violation(path=path, rule=e["type"], got=got, message=msg))
+    return out
+
+
+def parse_spec(data: Any, *, source: str = SPEC_FILENAME) -> ServiceSpec:
+    """Validate an already-parsed spec document; every problem is reported at once."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source}: the spec must be a mapping with keys service, input, output, models, "
+            f"routing; found {type(data).__name__}",
+            details=[Violation(path="(top level)", rule="type", got=type(data).__name__)],
+        )
+    try:
+        return ServiceSpec.model_validate(data)
+    except ValidationError as exc:
+        details = _violations(exc)
+        lines = "\n".join(
+            f"  {d.path}: {d.message} (found: {d.got!r})" for d in details
+        )
+        raise SpecError(
+            f"{source}: {len(details)} problem(s) in the service spec:\n{lines}", details=details
+        ) from None
+
+
+def load_spec(path: str | Path) -> ServiceSpec:
+    """Read ``keelwork.yaml`` (or the directory holding it) and validate it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SPEC_FILENAME
+    if not p.is_file():
+        raise SpecError(
+            f"{p}: no service spec here; create one with `keelwork init {p.parent}`",
+            code="spec.missing",
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{p}: not valid YAML{where}: {exc}") from None
+    return parse_spec(data, source=str(p))

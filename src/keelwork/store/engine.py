@@ -1,0 +1,170 @@
+"""The store: one SQLAlchemy engine, embedded SQLite (WAL) by default, PostgreSQL by URL.
+
+Migrations run through Alembic at start-up so a fresh directory and an old database both end
+up on the current schema without a manual step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+from keelwork.store.tables import journal, quarantine
+
+DATABASE_URL_ENV = "KEELWORK_DATABASE_URL"
+STATE_DIRNAME = ".keelwork"
+
+
+def default_url(service_dir: str | Path) -> str:
+    """``KEELWORK_DATABASE_URL`` if set, else SQLite under the service's ``.keelwork/``."""
+    env = os.environ.get(DATABASE_URL_ENV)
+    if env:
+        return env
+    state = Path(service_dir).resolve() / STATE_DIRNAME
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state / 'keelwork.db'}"
+
+
+def json_dumps(value: Any) -> str:
+    """JSON for stored payloads: NaN becomes null, numpy and unknown types become text."""
+    return orjson.dumps(
+        value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    ).decode()
+
+
+def _normalise(url: str) -> str:
+    # Users paste libpq URLs; route them to the psycopg 3 driver keelwork ships as an extra.
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+class Store:
+    """Owns the engine and every query keelwork makes outside the journal's writer."""
+
+    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+        self.url = _normalise(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = sa.create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                json_serializer=json_dumps,
+            )
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={synchronous}")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        else:
+            self.engine = sa.create_engine(
+                self.url, pool_pre_ping=True, pool_size=5, json_serializer=json_dumps
+            )
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(files("keelwork.store") / "migrations"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- writes (called from the journal's writer thread) ---------------------------------
+
+    def write(self, journal_rows: Sequence[dict[str, Any]], quarantine_rows: Sequence[dict[str, Any]]) -> None:
+        """Commit a batch of journal and quarantine records in one transaction."""
+        try:
+            with self.engine.begin() as conn:
+                if journal_rows:
+                    conn.execute(journal.insert(), list(journal_rows))
+                if quarantine_rows:
+                    conn.execute(quarantine.insert(), list(quarantine_rows))
+        except sa.exc.IntegrityError:
+            # A retried batch may be partly in already: write row by row, skipping the ones
+            # that are there, so a retry never duplicates and never loses a record.
+            for table, rows in ((journal, journal_rows), (quarantine, quarantine_rows)):
+                for row in rows:
+                    try:
+                        with self.engine.begin() as conn:
+                            conn.execute(table.insert(), [row])
+                    except sa.exc.IntegrityError:
+                        continue
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def journal_get(self, request_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(journal).where(journal.c.request_id == request_id)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def journal_ids(self, service: str | None = None) -> set[str]:
+        q = sa.select(journal.c.request_id)
+        if service:
+            q = q.where(journal.c.service == service)
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(q)}
+
+    def journal_recent(self, service: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        q = sa.select(journal).order_by(journal.c.created_at.desc()).limit(limit)
+        if service:
+            q = q.where(journal.c.service == service)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def quarantine_list(
+        self, service: str | None = None, limit: int = 50, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        q = sa.select(quarantine).order_by(quarantine.c.id.desc()).limit(limit)
+        if service:
+            q = q.where(quarantine.c.service == service)
+        if since:
+            q = q.where(quarantine.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def quarantine_get(self, ident: str) -> dict[str, Any] | None:
+        """Find a quarantined record by its number or by the request id it came with."""
+        cond = (
+            quarantine.c.id == int(ident) if ident.isdigit() else quarantine.c.request_id == ident
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(quarantine).where(cond)).mappings().first()
+        return dict(row) if row else None
+
+    def count(self, table: str, service: str | None = None) -> int:
+        t = {"journal": journal, "quarantine": quarantine}[table]
+        q = sa.select(sa.func.count()).select_from(t)
+        if service:
+            q = q.where(t.c.service == service)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+

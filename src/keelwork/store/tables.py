@@ -1,0 +1,55 @@
+"""Table definitions; the migrations in ``migrations/versions`` create exactly these."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+journal = sa.Table(
+    "journal",
+    metadata,
+    sa.Column("request_id", sa.String(36), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("service", sa.String(64), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("model", sa.String(64), nullable=True),
+    sa.Column("model_version", sa.String(64), nullable=True),
+    sa.Column("fallback", sa.Boolean, nullable=False, default=False),
+    sa.Column("key_id", sa.String(32), nullable=True),
+    sa.Column("input", sa.JSON, nullable=True),
+    sa.Column("output", sa.JSON, nullable=True),
+    sa.Column("attempts", sa.JSON, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(36), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("service", sa.String(64), nullable=False, index=True),
+    sa.Column("contract_version", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=True),
+    sa.Column("record", sa.JSON, nullable=True),
+    sa.Column("raw", sa.Text, nullable=True),
+    sa.Column("violations", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="open"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("prefix", sa.String(16), nullable=False, unique=True),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
