@@ -1,8 +1,8 @@
 """keelwork: run an AI prototype as a production service.
 
-    svc = keelwork.load_service("examples/support_triage")
-    async with svc:
-        prediction = await svc.predict({"text": "my card still has not arrived"})
+svc = keelwork.load_service("examples/support_triage")
+async with svc:
+    prediction = await svc.predict({"text": "my card still has not arrived"})
 """
 
 from keelwork.errors import (

@@ -30,8 +30,11 @@ DirArg = Annotated[Path, typer.Argument(help="The service directory (holds keelw
 DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="The service directory.")]
 DbOpt = Annotated[
     str | None,
-    typer.Option("--database-url", envvar="KEELWORK_DATABASE_URL",
-                 help="SQLAlchemy URL; default: SQLite under DIR/.keelwork/"),
+    typer.Option(
+        "--database-url",
+        envvar="KEELWORK_DATABASE_URL",
+        help="SQLAlchemy URL; default: SQLite under DIR/.keelwork/",
+    ),
 ]
 
 
@@ -118,8 +121,9 @@ def serve(
             con.print(
                 f"  curl -s {url}/v1/services/{svc.name}/predict "
                 f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
-                "-d '{\"text\": \"my card still has not arrived\"}'",
-                highlight=False, soft_wrap=True,
+                '-d \'{"text": "my card still has not arrived"}\'',
+                highlight=False,
+                soft_wrap=True,
             )
         else:
             con.print(
@@ -128,7 +132,11 @@ def serve(
             )
     con.print(f"Serving [bold]{svc.name}[/] on {url}  (docs: {url}/docs, metrics: {url}/metrics)")
     uvicorn.run(
-        create_app([svc]), host=host, port=port, access_log=access_log, log_level=log_level,
+        create_app([svc]),
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level=log_level,
         timeout_graceful_shutdown=10,
     )
 
@@ -188,8 +196,14 @@ def keys_list(
 
     table = Table("id", "prefix", "role", "name", "created", "revoked")
     for k in KeyStore(_store(directory, database_url)).list(include_revoked=all_keys):
-        table.add_row(k.id, k.prefix + "...", k.role, k.name, f"{k.created_at:%Y-%m-%d %H:%M}",
-                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+        table.add_row(
+            k.id,
+            k.prefix + "...",
+            k.role,
+            k.name,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
     _console().print(table)
 
 
@@ -224,8 +238,9 @@ def quarantine_list(
     table = Table("id", "time", "service", "request id", "violations", title="quarantine")
     for r in rows:
         v = "; ".join(f"{x['path']} {x['rule']}" for x in r["violations"])
-        table.add_row(str(r["id"]), f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["service"],
-                      r["request_id"], v)
+        table.add_row(
+            str(r["id"]), f"{r['created_at']:%Y-%m-%d %H:%M:%S}", r["service"], r["request_id"], v
+        )
     _console().print(table)
 
 

@@ -184,11 +184,9 @@ class Contract:
         """The contract as JSON Schema, for OpenAPI and clients."""
         props: dict[str, Any] = {}
         for name, fs in self.spec.fields.items():
-            s: dict[str, Any]
-            if fs.type == "enum":
-                s = {"enum": list(fs.values or [])}
-            else:
-                s = {"type": fs.type}
+            s: dict[str, Any] = (
+                {"enum": list(fs.values or [])} if fs.type == "enum" else {"type": fs.type}
+            )
             if fs.min is not None:
                 s["minimum"] = fs.min
             if fs.max is not None:

@@ -254,8 +254,14 @@ class Pipeline:
             "input": stored_input,
             "output": ans.output if ans else None,
             "attempts": [
-                {"model": a.model, "ok": a.ok, "code": a.error_code, "error": a.error,
-                 "latency_ms": round(a.latency_ms, 3), "retries": a.retries}
+                {
+                    "model": a.model,
+                    "ok": a.ok,
+                    "code": a.error_code,
+                    "error": a.error,
+                    "latency_ms": round(a.latency_ms, 3),
+                    "retries": a.retries,
+                }
                 for a in ans.attempts
             ]
             if ans and ans.fallback
@@ -266,7 +272,11 @@ class Pipeline:
         if status == "rejected" and err is not None:
             raw = None
             if call.record is None and call.body is not None:
-                raw = call.body[:_RAW_KEEP].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+                raw = (
+                    call.body[:_RAW_KEEP]
+                    .decode("utf-8", errors="replace")
+                    .replace("\x00", "\ufffd")
+                )
             qrow = {
                 "request_id": call.request_id,
                 "created_at": call.created_at,

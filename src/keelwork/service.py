@@ -195,8 +195,9 @@ class Service:
             raise call.error
         assert call.answer is not None
         a = call.answer
-        return Prediction(call.request_id, a.output, a.model, a.version, a.fallback,
-                          call.latency_ms)
+        return Prediction(
+            call.request_id, a.output, a.model, a.version, a.fallback, call.latency_ms
+        )
 
     async def handle(self, body: bytes, credentials: str | None) -> Call:
         """The HTTP path: raw body and bearer key in, a finished (and recorded) Call out."""
@@ -250,5 +251,6 @@ def load_service(
     """Load ``DIR/keelwork.yaml`` and build its service (models loaded, schema migrated)."""
     d = Path(directory)
     spec = load_spec(d)
-    return Service(spec, d if d.is_dir() else d.parent, store=store,
-                   database_url=database_url, metrics=metrics)
+    return Service(
+        spec, d if d.is_dir() else d.parent, store=store, database_url=database_url, metrics=metrics
+    )

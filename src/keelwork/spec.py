@@ -20,6 +20,8 @@ from keelwork.errors import SpecError, Violation
 SPEC_FILENAME = "keelwork.yaml"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
+Role = Literal["client", "admin"]
+_ROLES: tuple[Role, ...] = ("client", "admin")
 FieldType = Literal["string", "integer", "number", "boolean", "enum"]
 Scalar = str | int | float | bool
 
@@ -140,7 +142,7 @@ class JournalSpec(_Strict):
 
 class AccessSpec(_Strict):
     require_key: bool = True
-    roles: list[Literal["client", "admin"]] = Field(default_factory=lambda: ["client", "admin"])
+    roles: list[Role] = Field(default_factory=lambda: list(_ROLES))
 
 
 class LimitsSpec(_Strict):
@@ -263,9 +265,7 @@ def parse_spec(data: Any, *, source: str = SPEC_FILENAME) -> ServiceSpec:
         return ServiceSpec.model_validate(data)
     except ValidationError as exc:
         details = _violations(exc)
-        lines = "\n".join(
-            f"  {d.path}: {d.message} (found: {d.got!r})" for d in details
-        )
+        lines = "\n".join(f"  {d.path}: {d.message} (found: {d.got!r})" for d in details)
         raise SpecError(
             f"{source}: {len(details)} problem(s) in the service spec:\n{lines}", details=details
         ) from None

@@ -9,7 +9,20 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -46,11 +59,15 @@ class Metrics:
             registry=r,
         )
         self.journal_depth = Gauge(
-            "keelwork_journal_queue_depth", "Records waiting to be written", ["service"],
+            "keelwork_journal_queue_depth",
+            "Records waiting to be written",
+            ["service"],
             registry=r,
         )
         self.journal_errors = Counter(
-            "keelwork_journal_write_errors", "Failed journal batch writes (retried)", ["service"],
+            "keelwork_journal_write_errors",
+            "Failed journal batch writes (retried)",
+            ["service"],
             registry=r,
         )
         self._latency = self.latency.labels(service)

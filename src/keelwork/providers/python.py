@@ -16,7 +16,9 @@ from keelwork.providers.base import file_version
 from keelwork.spec import ModelSpec
 
 
-def resolve_target(target: str, service_dir: Path, where: str) -> tuple[Callable[..., Any], Path | None]:
+def resolve_target(
+    target: str, service_dir: Path, where: str
+) -> tuple[Callable[..., Any], Path | None]:
     """Find ``module:function``: a file beside the spec first, then an importable module."""
     module_name, sep, attr = target.partition(":")
     if not sep:
@@ -26,8 +28,9 @@ def resolve_target(target: str, service_dir: Path, where: str) -> tuple[Callable
             f"{where}: {target!r} is not `module:function` (e.g. `triage:predict`)",
             code="spec.target",
         )
-    file = service_dir / (module_name.replace(".", "/") + ".py")
-    if file.is_file():
+    candidate = service_dir / (module_name.replace(".", "/") + ".py")
+    file: Path | None = candidate if candidate.is_file() else None
+    if file is not None:
         unique = f"keelwork_user_{abs(hash(str(file.resolve())))}_{module_name.replace('.', '_')}"
         mod = sys.modules.get(unique)
         if mod is None:
@@ -44,7 +47,6 @@ def resolve_target(target: str, service_dir: Path, where: str) -> tuple[Callable
                 ) from exc
             sys.modules[unique] = mod
     else:
-        file = None
         try:
             mod = importlib.import_module(module_name)
         except ImportError as exc:
@@ -55,9 +57,7 @@ def resolve_target(target: str, service_dir: Path, where: str) -> tuple[Callable
             ) from exc
     fn = getattr(mod, attr, None)
     if not callable(fn):
-        raise SpecError(
-            f"{where}: {module_name} has no callable {attr!r}", code="spec.target"
-        )
+        raise SpecError(f"{where}: {module_name} has no callable {attr!r}", code="spec.target")
     return fn, file
 
 

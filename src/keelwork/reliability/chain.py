@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from keelwork.errors import Attempt, ModelError, Violation
@@ -57,7 +58,7 @@ class FallbackChain:
             p = link.provider
             t0 = time.perf_counter()
             try:
-                raw, retries = await link.policy.run(lambda p=p: p(record))
+                raw, retries = await link.policy.run(partial(p, record))
                 output, errors = self.accept(raw)
                 if errors:
                     raise ModelError(

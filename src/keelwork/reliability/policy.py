@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from keelwork.errors import ModelError
 
@@ -68,5 +68,3 @@ class CallPolicy:
                 raise err
             await asyncio.sleep(self.retry.delay(n))
             n += 1
-
-

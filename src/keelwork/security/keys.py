@@ -121,9 +121,11 @@ class KeyStore:
         if not _plausible(key):
             return None
         with self.store.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(api_keys).where(api_keys.c.prefix == key[:PREFIX_LEN])
-            ).mappings().first()
+            row = (
+                conn.execute(sa.select(api_keys).where(api_keys.c.prefix == key[:PREFIX_LEN]))
+                .mappings()
+                .first()
+            )
         if row is None or row["revoked_at"] is not None:
             return None
         if not hmac.compare_digest(_digest(row["salt"], key), row["hash"]):

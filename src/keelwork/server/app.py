@@ -59,13 +59,16 @@ def create_app(services: Sequence[Service], *, title: str = "keelwork") -> FastA
     @app.exception_handler(RequestValidationError)
     async def validation_error(_req: Request, exc: RequestValidationError) -> Response:
         details = [
-            Violation(path="$." + ".".join(str(p) for p in e["loc"]), rule=e["type"],
-                      got=None, message=e["msg"])
+            Violation(
+                path="$." + ".".join(str(p) for p in e["loc"]),
+                rule=e["type"],
+                got=None,
+                message=e["msg"],
+            )
             for e in exc.errors()
         ]
         return error_response(
-            KeelworkError("invalid request", code="request.invalid", status=422,
-                          details=details),
+            KeelworkError("invalid request", code="request.invalid", status=422, details=details),
             None,
         )
 

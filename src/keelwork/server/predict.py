@@ -26,8 +26,11 @@ _ERROR_SCHEMA: dict[str, Any] = {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "properties": {"path": {"type": "string"}, "rule": {"type": "string"},
-                                       "got": {}},
+                        "properties": {
+                            "path": {"type": "string"},
+                            "rule": {"type": "string"},
+                            "got": {},
+                        },
                     },
                 },
             },
@@ -136,7 +139,9 @@ def add_predict_routes(app: FastAPI, services: Sequence[Service]) -> None:
     }
     for svc in services:
         schema = svc.input_contract.json_schema()
-        security = [{"bearer": []}] if svc.spec.access.require_key else []
+        security: list[dict[str, list[str]]] = (
+            [{"bearer": []}] if svc.spec.access.require_key else []
+        )
         app.add_api_route(
             f"/v1/services/{svc.name}/predict",
             _predict_endpoint(svc),
@@ -145,8 +150,10 @@ def add_predict_routes(app: FastAPI, services: Sequence[Service]) -> None:
             name=f"{svc.name}_predict",
             responses=error_responses,
             openapi_extra={
-                "requestBody": {"required": True,
-                                "content": {"application/json": {"schema": schema}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema}},
+                },
                 "security": security,
             },
         )
@@ -160,8 +167,7 @@ def add_predict_routes(app: FastAPI, services: Sequence[Service]) -> None:
             openapi_extra={
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "array",
-                                                                 "items": schema}}},
+                    "content": {"application/json": {"schema": {"type": "array", "items": schema}}},
                 },
                 "security": security,
             },
@@ -190,4 +196,3 @@ def add_predict_routes(app: FastAPI, services: Sequence[Service]) -> None:
             methods=["POST"],
             include_in_schema=False,
         )
-

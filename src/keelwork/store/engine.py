@@ -97,7 +97,9 @@ class Store:
 
     # --- writes (called from the journal's writer thread) ---------------------------------
 
-    def write(self, journal_rows: Sequence[dict[str, Any]], quarantine_rows: Sequence[dict[str, Any]]) -> None:
+    def write(
+        self, journal_rows: Sequence[dict[str, Any]], quarantine_rows: Sequence[dict[str, Any]]
+    ) -> None:
         """Commit a batch of journal and quarantine records in one transaction."""
         try:
             with self.engine.begin() as conn:
@@ -120,9 +122,11 @@ class Store:
 
     def journal_get(self, request_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(journal).where(journal.c.request_id == request_id)
-            ).mappings().first()
+            row = (
+                conn.execute(sa.select(journal).where(journal.c.request_id == request_id))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def journal_ids(self, service: str | None = None) -> set[str]:
@@ -166,5 +170,3 @@ class Store:
             q = q.where(t.c.service == service)
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
-
-
