@@ -22,7 +22,10 @@ def _rx(pattern: str) -> re.Pattern[str]:
 _NOT = r"(?:\bnot\b|n't\b|\bnever\b|\bno\b)"
 _TOPUP = r"top(?:ping)?[- ]?ups?|topping[- ]?up"
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("lost_or_stolen_phone", _rx(r"\b(?:lost|stolen|stole)\b.*\bphone|\bphone\b.*\b(?:lost|stolen)")),
+    (
+        "lost_or_stolen_phone",
+        _rx(r"\b(?:lost|stolen|stole)\b.*\bphone|\bphone\b.*\b(?:lost|stolen)"),
+    ),
     ("pin_blocked", _rx(r"\bpin\b.*\b(?:block|lock)|\b(?:block|lock)\w*\b.*\bpin\b|pin tries")),
     ("change_pin", _rx(r"\b(?:change|reset|new|update|set)\b.*\bpin\b")),
     ("passcode_forgotten", _rx(r"passcode|forg[eo]t.*(?:code|password)|can'?t log ?in")),
@@ -33,7 +36,8 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "disposable_card_limits",
         _rx(
-            r"^(?=.*(?:disposable|virtual card))(?=.*\b(?:limit\w*|restrict\w*|number|more|most|max\w*"
+            r"^(?=.*(?:disposable|virtual card))"
+            r"(?=.*\b(?:limit\w*|restrict\w*|number|more|most|max\w*"
             r"|guidelines|polic\w*|several|multiple|many|times|transactions|per day)\b)"
         ),
     ),
@@ -42,14 +46,28 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("getting_virtual_card", _rx(r"\b(?:get|order|want|need|obtain)\b.*virtual card")),
     (
         "card_linking",
-        _rx(r"\b(?:re-?)?link|re-?activ|found (?:my|the|it)|no longer lost|back (?:in|on)to the app"),
+        _rx(
+            r"\b(?:re-?)?link|re-?activ|found (?:my|the|it)|no longer lost|back (?:in|on)to the app"
+        ),
     ),
-    ("compromised_card", _rx(r"compromised|\bhack(?:ed)?\b|fraud|someone (?:else )?(?:is )?us\w* my card")),
-    ("lost_or_stolen_card", _rx(r"\b(?:lost|stolen|stole)\b.*\bcard|\bcard\b.*\b(?:lost|stolen|missing)\b")),
+    (
+        "compromised_card",
+        _rx(r"compromised|\bhack(?:ed)?\b|fraud|someone (?:else )?(?:is )?us\w* my card"),
+    ),
+    (
+        "lost_or_stolen_card",
+        _rx(r"\b(?:lost|stolen|stole)\b.*\bcard|\bcard\b.*\b(?:lost|stolen|missing)\b"),
+    ),
     ("activate_my_card", _rx(r"\bactivat")),
     ("card_about_to_expire", _rx(r"expir")),
-    ("getting_spare_card", _rx(r"\b(?:spare|extra|additional|second|another|supplementary) (?:physical )?cards?\b")),
-    ("card_delivery_estimate", _rx(r"how long.*(?:card|deliver|arriv)|deliver\w* (?:time|estimate)")),
+    (
+        "getting_spare_card",
+        _rx(r"\b(?:spare|extra|additional|second|another|supplementary) (?:physical )?cards?\b"),
+    ),
+    (
+        "card_delivery_estimate",
+        _rx(r"how long.*(?:card|deliver|arriv)|deliver\w* (?:time|estimate)"),
+    ),
     (
         "card_arrival",
         _rx(
@@ -62,10 +80,15 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("terminate_account", _rx(r"\b(?:close|delete|cancel|terminate)\b.*\baccount\b")),
     ("verify_source_of_funds", _rx(r"source of (?:my |the )?(?:funds|money|income)")),
     ("verify_top_up", _rx(r"verif.*top.?up|top.?up.*(?:verif|code)")),
-    ("unable_to_verify_identity", _rx(rf"(?:identity|\bid\b).*{_NOT}.*verif|(?:can'?t|cannot|unable|fail)\w* .*verif")),
+    (
+        "unable_to_verify_identity",
+        _rx(rf"(?:identity|\bid\b).*{_NOT}.*verif|(?:can'?t|cannot|unable|fail)\w* .*verif"),
+    ),
     (
         "why_verify_identity",
-        _rx(r"\b(?:why|reason|necessary|required|comfortable|without|before)\b.*(?:verif|identity)"),
+        _rx(
+            r"\b(?:why|reason|necessary|required|comfortable|without|before)\b.*(?:verif|identity)"
+        ),
     ),
     ("verify_my_identity", _rx(r"verif\w* (?:my )?identity|identity (?:check|verif)")),
     ("edit_personal_details", _rx(r"\b(?:change|update|edit)\b.*\b(?:name|address|details)\b")),
@@ -78,7 +101,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("top_up_failed", _rx(rf"(?:{_TOPUP}).*\b(?:fail|declin|reject|{_NOT} (?:work|go))")),
     (
         "top_up_by_cash_or_cheque",
-        _rx(rf"(?:{_TOPUP}).*\b(?:cash|cheques?|checks?)\b|\b(?:cash|cheques?|checks?)\b.*(?:{_TOPUP})"),
+        _rx(
+            rf"(?:{_TOPUP}).*\b(?:cash|cheques?|checks?)\b|\b(?:cash|cheques?|checks?)\b.*(?:{_TOPUP})"
+        ),
     ),
     (
         "wrong_exchange_rate_for_cash_withdrawal",
@@ -114,7 +139,10 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("request_refund", _rx(r"refund")),
     ("cancel_transfer", _rx(r"\b(?:cancel|revert|reverse)\b.*\btransfer")),
     ("top_up_by_bank_transfer_charge", _rx(rf"(?:{_TOPUP}).*transfer.*\b(?:fee|charge|cost)")),
-    ("transfer_fee_charged", _rx(r"\b(?:fee|charge)d?\b.*\btransfer|\btransfer\b.*\b(?:fee|charged)\b")),
+    (
+        "transfer_fee_charged",
+        _rx(r"\b(?:fee|charge)d?\b.*\btransfer|\btransfer\b.*\b(?:fee|charged)\b"),
+    ),
     ("declined_transfer", _rx(r"transfer.*\b(?:declin|reject)")),
     ("pending_transfer", _rx(r"transfer.*\bpending\b|\bpending\b.*transfer")),
     ("balance_not_updated_after_cheque_or_cash_deposit", _rx(r"cheque|check deposit|deposit")),
@@ -122,7 +150,10 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         "balance_not_updated_after_bank_transfer",
         _rx(rf"balance.*{_NOT}.*updat.*transfer|transfer.*balance.*{_NOT}.*updat"),
     ),
-    ("card_payment_not_recognised", _rx(r"payment.*(?:n't|not) recogni|(?:n't|not) recogni.*payment")),
+    (
+        "card_payment_not_recognised",
+        _rx(r"payment.*(?:n't|not) recogni|(?:n't|not) recogni.*payment"),
+    ),
     ("declined_card_payment", _rx(r"payment.*\bdeclin|declin.*payment")),
     ("pending_card_payment", _rx(r"payment.*\bpending\b|\bpending\b.*payment")),
     ("country_support", _rx(r"\bwhich countr(?:y|ies)\b|\bcountries\b")),

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import keelwork
@@ -47,9 +48,10 @@ def _err_console() -> Console:
 
 
 def _fail(exc: KeelworkError) -> typer.Exit:
-    _err_console().print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
+    con = _err_console()
+    con.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
     for d in exc.details:
-        _err_console().print(f"  {d.path}: {d.rule} (got {d.got!r})", highlight=False)
+        con.print(escape(f"  {d.path}: {d.rule} (got {d.got!r})"), highlight=False)
     return typer.Exit(code=1)
 
 

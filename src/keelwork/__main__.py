@@ -1,0 +1,5 @@
+"""``python -m keelwork`` is the ``keelwork`` command."""
+
+from keelwork.cli import main
+
+main()
