@@ -84,7 +84,9 @@ def test_serve_first_key_prints_a_working_curl_line(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "keelwork", "serve", str(d), "--port", str(port), "--first-key"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={"COLUMNS": "400", "PATH": "/usr/bin:/bin"},
     )
     try:
@@ -101,8 +103,9 @@ def test_serve_first_key_prints_a_working_curl_line(tmp_path: Path) -> None:
         assert url in text
         for _ in range(100):
             try:
-                r = httpx.post(url, json={"text": "great"},
-                               headers={"Authorization": f"Bearer {key.group()}"})
+                r = httpx.post(
+                    url, json={"text": "great"}, headers={"Authorization": f"Bearer {key.group()}"}
+                )
                 break
             except httpx.ConnectError:
                 time.sleep(0.1)

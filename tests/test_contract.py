@@ -42,8 +42,10 @@ SPEC = ContractSpec.model_validate(
         ({"s": "ab", "e": 1.5}, {("$.e", "enum")}),
         ({"s": "ab", "e": [1]}, {("$.e", "enum")}),
         ({"s": "ab", "z": 0}, {("$.z", "unknown_field")}),
-        ({"i": "3", "b": "true", "q": 1}, {("$.s", "required"), ("$.i", "type"),
-                                          ("$.b", "type"), ("$.q", "unknown_field")}),
+        (
+            {"i": "3", "b": "true", "q": 1},
+            {("$.s", "required"), ("$.i", "type"), ("$.b", "type"), ("$.q", "unknown_field")},
+        ),
         ([], {("$", "type")}),
         ("text", {("$", "type")}),
     ],
@@ -54,8 +56,7 @@ def test_rules(record: Any, violations: set[tuple[str, str]]) -> None:
 
 
 def test_true_is_not_the_enum_value_one() -> None:
-    c = Contract(ContractSpec.model_validate(
-        {"fields": {"e": {"type": "enum", "values": [1]}}}))
+    c = Contract(ContractSpec.model_validate({"fields": {"e": {"type": "enum", "values": [1]}}}))
     assert c.validate({"e": True})[1] and not c.validate({"e": 1})[1]
 
 
@@ -66,7 +67,8 @@ def test_long_offending_values_are_cut_in_reports() -> None:
 
 def test_unknown_fields_may_be_ignored() -> None:
     spec = ContractSpec.model_validate(
-        {"fields": {"a": {"type": "string"}}, "unknown_fields": "ignore"})
+        {"fields": {"a": {"type": "string"}}, "unknown_fields": "ignore"}
+    )
     clean, errors = Contract(spec).validate({"a": "x", "b": 1})
     assert errors == [] and clean == {"a": "x"}
 

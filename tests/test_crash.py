@@ -26,7 +26,9 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+            raise RuntimeError(
+                f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}"
+            )
         try:
             if httpx.get(base + "/readyz", timeout=1).status_code == 200:
                 return
@@ -85,9 +87,21 @@ def test_kill_9_under_load_loses_no_acknowledged_request(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keelwork", "serve", str(d), "--port", str(port),
-         "--database-url", db_url, "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "keelwork",
+            "serve",
+            str(d),
+            "--port",
+            str(port),
+            "--database-url",
+            db_url,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_healthy(base, proc)

@@ -61,8 +61,12 @@ def test_held_out_accuracy_meets_the_bar(svc: keelwork.Service) -> None:
 
 async def test_the_contract_rejects_blank_long_and_unknown(svc: keelwork.Service) -> None:
     async with svc:
-        for bad, rule in [({"text": "   "}, "min_length"), ({"text": "x" * 2001}, "max_length"),
-                          ({"text": "hi", "lang": "en"}, "unknown_field"), ({}, "required")]:
+        for bad, rule in [
+            ({"text": "   "}, "min_length"),
+            ({"text": "x" * 2001}, "max_length"),
+            ({"text": "hi", "lang": "en"}, "unknown_field"),
+            ({}, "required"),
+        ]:
             with pytest.raises(keelwork.ContractError) as info:
                 await svc.predict(bad)
             assert rule in {d.rule for d in info.value.details}

@@ -58,8 +58,10 @@ async def test_a_keyed_request_gets_its_answer(env: Any) -> None:
     ("headers", "code"),
     [
         ({}, "auth.missing_key"),
-        ({"Authorization": "Bearer kw_not-a-real-key-but-long-enough-0123456789"},
-         "auth.invalid_key"),
+        (
+            {"Authorization": "Bearer kw_not-a-real-key-but-long-enough-0123456789"},
+            "auth.invalid_key",
+        ),
         ({"Authorization": "Bearer nonsense"}, "auth.invalid_key"),
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "auth.invalid_key"),
     ],
@@ -119,7 +121,7 @@ async def test_two_wrong_fields_are_both_named_and_quarantined(env: Any) -> None
     ("body", "status", "code"),
     [
         (b'{"text": "unterminated', 400, "request.malformed_json"),
-        (b"\xff\xfe{\"text\": \"x\"}", 400, "request.not_utf8"),
+        (b'\xff\xfe{"text": "x"}', 400, "request.not_utf8"),
         (b'{"text": "caf\xe9"}', 400, "request.not_utf8"),
         (b"", 400, "request.empty"),
         (b"[1, 2]", 422, "contract.violation"),
@@ -187,9 +189,7 @@ async def test_batch_answers_each_record_on_its_own(env: Any) -> None:
         ([{"text": "x"}] * 6, 413, "request.batch_too_large"),
     ],
 )
-async def test_a_bad_batch_is_refused_whole(
-    env: Any, payload: Any, status: int, code: str
-) -> None:
+async def test_a_bad_batch_is_refused_whole(env: Any, payload: Any, status: int, code: str) -> None:
     client, _, auth = env
     r = await client.post("/v1/services/toy/batch", json=payload, headers=auth)
     assert r.status_code == status

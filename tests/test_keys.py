@@ -17,8 +17,9 @@ async def test_keys_are_stored_hashed_and_verify(db_url: str) -> None:
     key, info = keys.create("admin", "ops")
     assert re.fullmatch(r"kw_[A-Za-z0-9_-]{43}", key)
     with store.engine.connect() as conn:
-        dump = " ".join(str(v) for row in conn.execute(sa.text("SELECT * FROM api_keys"))
-                        for v in row)
+        dump = " ".join(
+            str(v) for row in conn.execute(sa.text("SELECT * FROM api_keys")) for v in row
+        )
     assert key not in dump and key[12:] not in dump
     assert info.prefix == key[:12] and info.prefix in dump
     principal = await keys.authenticate(key)

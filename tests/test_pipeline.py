@@ -77,8 +77,10 @@ async def test_without_a_terminal_a_dead_chain_is_a_clear_503(
     make_service_dir: Callable[..., Path], tmp_path: Path
 ) -> None:
     d = make_service_dir()
-    spec = (d / "keelwork.yaml").read_text().replace(
-        "  default:\n    label: fallback\n    score: 0\n", ""
+    spec = (
+        (d / "keelwork.yaml")
+        .read_text()
+        .replace("  default:\n    label: fallback\n    score: 0\n", "")
     )
     (d / "keelwork.yaml").write_text(spec)
     svc = keelwork.load_service(d, database_url=f"sqlite:///{tmp_path}/j.db")

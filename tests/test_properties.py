@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import asyncio
-
-import httpx
 
 import keelwork
 from keelwork.server import create_app
 from tests.conftest import MODEL, SPEC
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 field_values = json_values | st.text(max_size=300)
@@ -97,5 +103,10 @@ def test_arbitrary_names_and_auth_headers_never_5xx(
     c, _ = client
     from urllib.parse import quote
 
-    _check(c.post(f"/v1/services/{quote(name, safe='')}/predict", json={"text": "x"},
-                  headers={"Authorization": header}))
+    _check(
+        c.post(
+            f"/v1/services/{quote(name, safe='')}/predict",
+            json={"text": "x"},
+            headers={"Authorization": header},
+        )
+    )

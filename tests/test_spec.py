@@ -58,15 +58,22 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     ("overrides", "needle"),
     [
         ({"routing": {"primary": "mian"}}, "did you mean 'main'"),
-        ({"models": {"main": {"kind": "sklearn", "target": None, "path": "m.pkl",
-                              "inputs": ["text"]}}}, "skops"),
+        (
+            {
+                "models": {
+                    "main": {"kind": "sklearn", "target": None, "path": "m.pkl", "inputs": ["text"]}
+                }
+            },
+            "skops",
+        ),
         ({"models": {"main": {"kind": "python", "target": None}}}, "module:function"),
         ({"input": {"fields": {"k2": {"type": "enum"}}}}, "values"),
         ({"input": {"fields": {"text": {"type": "string", "min": 1}}}}, "min_length"),
     ],
 )
-def test_cross_key_rules_explain_the_fix(tmp_path: Path, overrides: dict[str, object],
-                                         needle: str) -> None:
+def test_cross_key_rules_explain_the_fix(
+    tmp_path: Path, overrides: dict[str, object], needle: str
+) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, deep_merge(SPEC, overrides)))
     assert needle in str(info.value)
@@ -91,8 +98,10 @@ def test_a_default_that_breaks_the_output_contract_is_refused(
     d = make_service_dir({"routing": {"default": {"label": "maybe", "score": 2}}})
     with pytest.raises(SpecError) as info:
         keelwork.load_service(d, database_url=f"sqlite:///{tmp_path}/x.db")
-    assert {v.path for v in info.value.details} == {"routing.default.label",
-                                                   "routing.default.score"}
+    assert {v.path for v in info.value.details} == {
+        "routing.default.label",
+        "routing.default.score",
+    }
 
 
 def test_a_missing_model_function_is_named(
