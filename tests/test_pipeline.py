@@ -156,3 +156,43 @@ def _metrics_text(svc: keelwork.Service) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(svc.metrics.registry).decode()
+
+
+async def test_a_failing_store_is_retried_until_the_record_lands(
+    make_service_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    svc = keelwork.load_service(make_service_dir(), database_url=f"sqlite:///{tmp_path}/j.db")
+    real_write = svc.store.write
+    calls = {"n": 0}
+
+    def flaky(jrows: list[dict[str, object]], qrows: list[dict[str, object]]) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OSError("disk unavailable")
+        real_write(jrows, qrows)
+
+    svc.store.write = flaky  # type: ignore[method-assign]
+    async with svc:
+        p = await svc.predict({"text": "hi"})
+    assert calls["n"] == 3
+    assert svc.store.journal_get(p.request_id) is not None
+    assert 'keelwork_journal_write_errors_total{service="toy"} 2.0' in _metrics_text(svc)
+
+
+async def test_a_full_journal_queue_is_a_visible_503_not_a_silent_drop(
+    make_service_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    import asyncio
+
+    d = make_service_dir({"journal": {"queue_size": 1, "flush_interval_ms": 100}})
+    svc = keelwork.load_service(d, database_url=f"sqlite:///{tmp_path}/j.db")
+    async with svc:
+        results = await asyncio.gather(
+            *(svc.predict({"text": f"t{i}"}) for i in range(20)), return_exceptions=True
+        )
+    refused = [r for r in results if isinstance(r, keelwork.OverloadedError)]
+    served = [r for r in results if isinstance(r, keelwork.Prediction)]
+    assert refused and served and len(refused) + len(served) == 20
+    assert all(r.code == "journal.backpressure" and r.status == 503 for r in refused)
+    assert {p.request_id for p in served} <= svc.store.journal_ids("toy")
+    assert 'code="journal.backpressure"' in _metrics_text(svc)

@@ -100,6 +100,11 @@ class Service:
             on_error=lambda _e: self.metrics.journal_errors.labels(self.name).inc(),
         )
         self.metrics.track_depth(lambda: self.journal.stats().depth)
+        self.metrics.declare(
+            ["ok", "fallback", "rejected", "denied", "failed"],
+            [*spec.routing.fallbacks, *(["default"] if spec.routing.default else [])],
+            ["contract.violation", "auth.missing_key", "auth.invalid_key"],
+        )
         self.pipeline = Pipeline(
             self.name,
             [

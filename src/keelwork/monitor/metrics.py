@@ -73,6 +73,15 @@ class Metrics:
         self._latency = self.latency.labels(service)
         self._status: dict[str, Counter] = {}
 
+    def declare(self, statuses: list[str], fallbacks: list[str], codes: list[str]) -> None:
+        """Create the series a dashboard expects at zero, before the first event happens."""
+        for status in statuses:
+            self._status[status] = self.requests.labels(self.service, status)
+        for model in fallbacks:
+            self.fallbacks.labels(self.service, model)
+        for code in codes:
+            self.errors.labels(self.service, code)
+
     def observe(self, status: str, seconds: float, error_code: str | None) -> None:
         child = self._status.get(status)
         if child is None:

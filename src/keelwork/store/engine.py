@@ -81,6 +81,9 @@ class Store:
         cfg = Config()
         cfg.set_main_option("script_location", str(files("keelwork.store") / "migrations"))
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # replicas starting together must not run the same migration twice
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7303151)"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -51,6 +51,7 @@ class Journal:
         flush_interval: float = 0.1,
         max_batch: int = 512,
         queue_size: int = 10_000,
+        commit_timeout: float = 10.0,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.store = store
@@ -58,6 +59,7 @@ class Journal:
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self.queue_size = queue_size
+        self.commit_timeout = commit_timeout
         self._on_error = on_error
         self._queue: asyncio.Queue[_Entry] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -126,8 +128,17 @@ class Journal:
     ) -> None:
         """Queue one record and, with sync durability, wait until it is committed."""
         done = self.submit(journal, quarantine)
-        if done is not None:
-            await done
+        if done is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.commit_timeout)
+        except TimeoutError:
+            raise OverloadedError(
+                f"the store did not commit this request's record within {self.commit_timeout:g} s;"
+                " it stays queued and will be written when the store recovers",
+                code="journal.unavailable",
+                headers={"Retry-After": "5"},
+            ) from None
 
     async def _run(self) -> None:
         assert self._queue is not None

@@ -1,0 +1,548 @@
+"""What keelwork costs on top of the model it serves, in-process and over HTTP.
+
+A. In-process, per call: the demo model called directly, the same call behind
+   ``asyncio.to_thread`` (the hop keelwork makes for sync models) and ``Service.predict``
+   with every stage on. Modes are interleaved in short rounds so machine noise hits all alike.
+B. HTTP, throughput and latency: keelwork's server against a bare Starlette app serving the
+   same model, each in its own uvicorn process with identical settings, loaded by ``wrk``.
+
+    python bench/overhead.py [--duration 15] [--concurrency 16] [--calls 3000] [--quick]
+    python bench/overhead.py --profile 5000   # cProfile of the in-process keelwork loop
+
+Results are printed as tables and written to bench/results/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import json
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import (
+    DEMO,
+    PREDICT_PATH,
+    ROOT,
+    Summary,
+    free_port,
+    load_texts,
+    machine_info,
+    proc_cpu_seconds,
+    summarise_ns,
+)
+from rich.console import Console
+from rich.table import Table
+
+import keelwork
+from keelwork.security.keys import KeyStore
+from keelwork.store.engine import Store
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LAUNCHER = Path(__file__).resolve().parent / "_common.py"
+INPROC_TARGET_MS = 0.3
+HTTP_TARGET_RATIO = 0.60
+MODES = ("direct", "to_thread", "keelwork")
+
+console = Console(width=None if sys.stdout.isatty() else 110)
+
+
+class BenchError(RuntimeError):
+    """A check failed: the figures would not mean what they say."""
+
+
+# --- A. in-process ------------------------------------------------------------------------
+
+
+async def _inproc_async(calls: int, warmup: int, round_size: int) -> dict[str, Any]:
+    texts = load_texts()
+    with tempfile.TemporaryDirectory(prefix="kw-bench-") as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        svc = keelwork.load_service(DEMO, database_url=url)
+        provider = svc.providers["classifier"]
+        predict = provider.predict  # type: ignore[attr-defined]
+        samples: dict[str, list[int]] = {m: [] for m in MODES}
+        clock = time.perf_counter_ns
+
+        async def one_round(mode: str, batch: list[str], out: list[int] | None) -> None:
+            # One specialised loop per mode, so no wrapper cost lands on any of them.
+            if mode == "direct":
+                for t in batch:
+                    rec = {"text": t}
+                    t0 = clock()
+                    predict(rec)
+                    dt = clock() - t0
+                    if out is not None:
+                        out.append(dt)
+            elif mode == "to_thread":
+                for t in batch:
+                    rec = {"text": t}
+                    t0 = clock()
+                    await asyncio.to_thread(predict, rec)
+                    dt = clock() - t0
+                    if out is not None:
+                        out.append(dt)
+            else:
+                for t in batch:
+                    rec = {"text": t}
+                    t0 = clock()
+                    await svc.predict(rec)
+                    dt = clock() - t0
+                    if out is not None:
+                        out.append(dt)
+
+        async with svc:
+            for m in MODES:  # warm-up: caches, thread pool, journal writer, branch predictors
+                await one_round(m, texts[:warmup], None)
+            rounds = -(-calls // round_size)
+            for r in range(rounds):
+                start = (r * round_size) % len(texts)
+                batch = (texts[start:] + texts[:start])[: min(round_size, calls - r * round_size)]
+                order = MODES[r % 3 :] + MODES[: r % 3]  # rotate who goes first
+                for m in order:
+                    await one_round(m, batch, samples[m])
+            journal_written = svc.journal.stats().written
+        # After close the journal is flushed: every keelwork call must be on disk.
+        on_disk = Store(url).count("journal")
+    expected = warmup + calls
+    if on_disk != expected:
+        raise BenchError(f"journal holds {on_disk} rows after {expected} keelwork calls")
+    sums = {m: summarise_ns(samples[m]) for m in MODES}
+    return {
+        "calls_per_mode": calls,
+        "warmup_per_mode": warmup,
+        "round_size": round_size,
+        "event_loop": "asyncio (default)",
+        "journal_rows": on_disk,
+        "journal_written_before_close": journal_written,
+        "modes": {m: s.as_dict() for m, s in sums.items()},
+        "overhead_p50_ms": sums["keelwork"].p50_ms - sums["direct"].p50_ms,
+        "overhead_p50_vs_to_thread_ms": sums["keelwork"].p50_ms - sums["to_thread"].p50_ms,
+        "thread_hop_p50_ms": sums["to_thread"].p50_ms - sums["direct"].p50_ms,
+        "overhead_mean_ms": sums["keelwork"].mean_ms - sums["direct"].mean_ms,
+    }
+
+
+def run_inproc(calls: int, warmup: int, round_size: int) -> dict[str, Any]:
+    return asyncio.run(_inproc_async(calls, warmup, round_size))
+
+
+# --- B. HTTP --------------------------------------------------------------------------------
+
+
+def _lua_script(texts: list[str], key: str) -> str:
+    """POST bodies cycled from real texts, the same bytes for every server, stats as JSON."""
+    bodies = []
+    for t in texts:
+        b = json.dumps({"text": t})
+        if "]==]" in b:
+            continue
+        bodies.append(f"[==[{b}]==]")
+    return f"""
+local bodies = {{ {", ".join(bodies)} }}
+local reqs = {{}}
+local i = 0
+function init(args)
+  local headers = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {key}"}}
+  for k, b in ipairs(bodies) do
+    reqs[k] = wrk.format("POST", nil, headers, b)
+  end
+end
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests": %d, "duration_us": %d, "bytes": %d, "non2xx": %d, ' ..
+    '"connect": %d, "read": %d, "write": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "p999_us": %d, "mean_us": %.1f, "max_us": %d}}\\n',
+    summary.requests, summary.duration, summary.bytes, e.status, e.connect, e.read, e.write,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.mean, latency.max))
+end
+"""
+
+
+def _pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, key: str, log: Path) -> dict[str, Any]:
+    """Poll with a real prediction until the server answers 200 (the model takes a while)."""
+    deadline = time.monotonic() + 180
+    url = f"http://127.0.0.1:{port}{PREDICT_PATH}"
+    headers = {"Authorization": f"Bearer {key}"}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            r = httpx.post(url, json={"text": "my card has not arrived"}, headers=headers)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if r.status_code != 200:
+            raise BenchError(f"probe got {r.status_code}: {r.text[:500]}")
+        body: dict[str, Any] = r.json()
+        return body
+    raise BenchError(f"server on port {port} not ready after 180 s")
+
+
+def _wrk(
+    port: int, script: Path, seconds: float, concurrency: int, threads: int, cpu: int | None
+) -> tuple[dict[str, Any], str]:
+    cmd = [
+        *_pin(cpu),
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{PREDICT_PATH}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise BenchError(f"wrk printed no summary:\n{out}")
+    stats: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+    bad = {k: stats[k] for k in ("non2xx", "connect", "read", "write", "timeout") if stats[k]}
+    if bad:
+        raise BenchError(f"wrk saw failed requests on port {port}: {bad}\n{out}")
+    return stats, out
+
+
+def _journal_outcomes(url: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    from keelwork.store.tables import journal
+
+    store = Store(url)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))
+        return {str(s): int(n) for s, n in rows}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT lets uvicorn shut down cleanly (keelwork flushes its journal on the way out)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_server(
+    mode: str,
+    *,
+    tmp: Path,
+    texts: list[str],
+    duration: float,
+    warmup: float,
+    concurrency: int,
+    threads: int,
+    server_cpu: int | None,
+    load_cpu: int | None,
+) -> dict[str, Any]:
+    """Start one server, warm it, measure it under wrk, stop it; return its figures."""
+    port = free_port()
+    url = f"sqlite:///{tmp}/{mode}.db"
+    key = "none"
+    if mode == "keelwork":
+        store = Store(url)
+        store.migrate()
+        key, _ = KeyStore(store).create("client", name="bench")
+        store.dispose()
+    script = tmp / f"{mode}.lua"
+    script.write_text(_lua_script(texts, key))
+    log = tmp / f"{mode}.log"
+    cmd = [*_pin(server_cpu), sys.executable, str(LAUNCHER), "serve", mode, "--port", str(port)]
+    if mode == "keelwork":
+        cmd += ["--database-url", url]
+    console.print(f"[dim]{mode}: starting on port {port}[/]")
+    with log.open("wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            probe = _wait_ready(proc, port, key, log)
+            console.print(f"[dim]{mode}: ready, probe answered {probe}; warm-up {warmup:g} s[/]")
+            warm, _ = _wrk(port, script, warmup, concurrency, threads, load_cpu)
+            console.print(f"[dim]{mode}: measuring {duration:g} s[/]")
+            cpu0 = proc_cpu_seconds(proc.pid)
+            stats, raw = _wrk(port, script, duration, concurrency, threads, load_cpu)
+            cpu_s = proc_cpu_seconds(proc.pid) - cpu0
+        finally:
+            _stop(proc)
+    seconds = stats["duration_us"] / 1e6
+    result: dict[str, Any] = {
+        "mode": mode,
+        "requests": stats["requests"],
+        "seconds": seconds,
+        "rps": stats["requests"] / seconds,
+        "p50_ms": stats["p50_us"] / 1000,
+        "p90_ms": stats["p90_us"] / 1000,
+        "p99_ms": stats["p99_us"] / 1000,
+        "p999_ms": stats["p999_us"] / 1000,
+        "mean_ms": stats["mean_us"] / 1000,
+        "max_ms": stats["max_us"] / 1000,
+        "non2xx": stats["non2xx"],
+        "server_cpu_s": cpu_s,
+        "server_cpu_ms_per_request": cpu_s * 1000 / max(1, stats["requests"]),
+        "server_cpu_utilisation": cpu_s / seconds,
+        "warmup_requests": warm["requests"],
+        "wrk_output": raw,
+    }
+    if mode == "keelwork":
+        outcomes = _journal_outcomes(url)
+        result["journal_rows_by_status"] = outcomes
+        # Every request answered 200 must be in the journal as ok (plus the probe).
+        answered = 1 + warm["requests"] + stats["requests"]
+        if outcomes.get("ok", 0) < answered or set(outcomes) != {"ok"}:
+            raise BenchError(f"journal {outcomes} does not cover {answered} answered requests")
+    return result
+
+
+def run_http(
+    duration: float, warmup: float, concurrency: int, threads: int, modes: list[str]
+) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed (Debian: apt-get install -y wrk)")
+    pinned = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    server_cpu, load_cpu = (0, 1) if pinned else (None, None)
+    texts = load_texts(500)
+    servers: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kw-bench-http-") as tmp:
+        for mode in modes:
+            servers[mode] = run_server(
+                mode,
+                tmp=Path(tmp),
+                texts=texts,
+                duration=duration,
+                warmup=warmup,
+                concurrency=concurrency,
+                threads=threads,
+                server_cpu=server_cpu,
+                load_cpu=load_cpu,
+            )
+    out: dict[str, Any] = {
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "concurrency": concurrency,
+        "wrk_threads": threads,
+        "server_cpu": server_cpu,
+        "load_generator_cpu": load_cpu,
+        "uvicorn": "1 worker, loop=uvloop, http=httptools, access_log off, log_level warning",
+        "servers": servers,
+    }
+    if "keelwork" in servers and "bare" in servers:
+        out["ratio_rps_vs_bare"] = servers["keelwork"]["rps"] / servers["bare"]["rps"]
+    if "keelwork" in servers and "bare-thread" in servers:
+        out["ratio_rps_vs_bare_thread"] = servers["keelwork"]["rps"] / servers["bare-thread"]["rps"]
+    return out
+
+
+# --- profile --------------------------------------------------------------------------------
+
+
+def run_profile(calls: int, top: int) -> str:
+    """cProfile of ``Service.predict`` in a loop: where keelwork's own time goes.
+
+    cProfile sees only the event-loop thread, which is what we want: the model itself runs on
+    the worker thread and is not keelwork's cost.
+    """
+    texts = load_texts()
+    prof = cProfile.Profile()
+
+    async def loop() -> None:
+        with tempfile.TemporaryDirectory(prefix="kw-bench-prof-") as tmp:
+            async with keelwork.load_service(DEMO, database_url=f"sqlite:///{tmp}/p.db") as svc:
+                for t in texts[:200]:
+                    await svc.predict({"text": t})
+                prof.enable()
+                for i in range(calls):
+                    await svc.predict({"text": texts[i % len(texts)]})
+                prof.disable()
+
+    asyncio.run(loop())
+    st = pstats.Stats(prof)
+    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    rows = []
+    for (path, line, func), (_cc, nc, tt, ct, _callers) in raw.items():
+        where = path if path.startswith("~") else path.rsplit("/site-packages/", 1)[-1]
+        where = where.split("/src/", 1)[-1] if "/src/keelwork/" in where else where
+        rows.append((tt, ct, nc, f"{where}:{line}({func})", "/src/keelwork/" in path))
+    total = sum(r[0] for r in rows)
+    buf = io.StringIO()
+    buf.write(
+        f"cProfile of {calls} in-process Service.predict calls (event-loop thread only); "
+        f"times are microseconds per predict call\n"
+    )
+
+    def table(title: str, picked: list[tuple[float, float, int, str, bool]]) -> None:
+        buf.write(f"\n{title}\n{'self us':>9} {'cum us':>9} {'calls':>8}  function\n")
+        for tt, ct, nc, name, _ in picked[:top]:
+            buf.write(f"{tt / calls * 1e6:9.2f} {ct / calls * 1e6:9.2f} {nc:8d}  {name}\n")
+
+    rows.sort(key=lambda r: r[0], reverse=True)
+    table("all functions by self time", rows)
+    table("keelwork functions by self time", [r for r in rows if r[4]])
+    own = sum(r[0] for r in rows if r[4])
+    buf.write(
+        f"\nkeelwork self time: {own / calls * 1e6:.1f} us per call "
+        f"of {total / calls * 1e6:.1f} us profiled (including the idle wait in epoll)\n"
+        "(coroutine call counts are inflated: each resume counts as a call)\n"
+    )
+    return buf.getvalue()
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]met[/]" if ok else "[red]MISSED[/]"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def print_report(res: dict[str, Any]) -> None:
+    m = res["machine"]
+    console.print(
+        f"\n[bold]keelwork overhead[/]  {m['cpu']}, {m['nproc']} CPUs, Python {m['python']}"
+    )
+    inproc = res.get("inproc")
+    if inproc:
+        t = Table(title=f"A. in-process, {inproc['calls_per_mode']} calls per mode (ms)")
+        for col in ("mode", "p50", "p90", "p99", "mean"):
+            t.add_column(col, justify="right" if col != "mode" else "left")
+        labels = {
+            "direct": "direct provider.predict",
+            "to_thread": "asyncio.to_thread(provider.predict)",
+            "keelwork": "await svc.predict (every stage)",
+        }
+        for mode in MODES:
+            s = Summary(**inproc["modes"][mode])
+            t.add_row(labels[mode], *map(_fmt, (s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms)))
+        console.print(t)
+        ov = inproc["overhead_p50_ms"]
+        console.print(
+            f"overhead p50 keelwork - direct = [bold]{ov:.3f} ms[/] "
+            f"(target <= {INPROC_TARGET_MS} ms: {_verdict(ov <= INPROC_TARGET_MS)}); "
+            f"of which thread hop {inproc['thread_hop_p50_ms']:.3f} ms, "
+            f"pipeline {inproc['overhead_p50_vs_to_thread_ms']:.3f} ms"
+        )
+    http = res.get("http")
+    if http:
+        t = Table(
+            title=f"B. HTTP, {http['concurrency']} connections, {http['duration_s']:g} s, "
+            f"server on CPU {http['server_cpu']}, wrk on CPU {http['load_generator_cpu']}"
+        )
+        for col in ("server", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "CPU use"):
+            t.add_column(col, justify="right" if col != "server" else "left")
+        for mode, s in http["servers"].items():
+            t.add_row(
+                mode,
+                f"{s['rps']:.0f}",
+                _fmt(s["p50_ms"]),
+                _fmt(s["p99_ms"]),
+                _fmt(s["server_cpu_ms_per_request"]),
+                f"{s['server_cpu_utilisation']:.0%}",
+            )
+        console.print(t)
+        if "ratio_rps_vs_bare" in http:
+            r = http["ratio_rps_vs_bare"]
+            console.print(
+                f"throughput keelwork / bare = [bold]{r:.0%}[/] "
+                f"(target >= {HTTP_TARGET_RATIO:.0%}: {_verdict(r >= HTTP_TARGET_RATIO)})"
+            )
+        if "ratio_rps_vs_bare_thread" in http:
+            console.print(
+                f"throughput keelwork / bare-thread = {http['ratio_rps_vs_bare_thread']:.0%}"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per server")
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per server")
+    p.add_argument("--concurrency", type=int, default=16, help="wrk connections")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (it has one core)")
+    p.add_argument("--calls", type=int, default=3000, help="in-process calls per mode")
+    p.add_argument("--round-size", type=int, default=100, help="calls per mode per round")
+    p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    p.add_argument("--skip-http", action="store_true", help="in-process part only")
+    p.add_argument("--skip-inproc", action="store_true", help="HTTP part only")
+    p.add_argument(
+        "--servers",
+        default="bare,bare-thread,keelwork",
+        help="comma-separated: bare (model inline), bare-thread (to_thread), keelwork",
+    )
+    p.add_argument("--profile", type=int, metavar="N", help="only profile N in-process calls")
+    p.add_argument("--out", type=Path, help="JSON path (default bench/results/overhead.json)")
+    a = p.parse_args(argv)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if a.profile:
+        text = run_profile(a.profile, 30)
+        (RESULTS / "overhead_profile.txt").write_text(text)
+        console.print(text, markup=False, highlight=False)
+        return 0
+
+    warmup_calls = 300
+    if a.quick:
+        a.duration, a.warmup, a.calls, a.round_size, warmup_calls = 2.0, 1.0, 300, 50, 50
+    out = a.out or RESULTS / ("overhead-quick.json" if a.quick else "overhead.json")
+    res: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "bench/overhead.py", *(argv or sys.argv[1:])]),
+        "machine": machine_info(),
+        "targets": {
+            "inproc_overhead_p50_ms": INPROC_TARGET_MS,
+            "http_rps_ratio": HTTP_TARGET_RATIO,
+        },
+    }
+    try:
+        if not a.skip_inproc:
+            console.print("[bold]A. in-process[/] ...")
+            gc.collect()
+            res["inproc"] = run_inproc(a.calls, warmup_calls, a.round_size)
+        if not a.skip_http:
+            console.print("[bold]B. HTTP[/] ...")
+            modes = [m.strip() for m in a.servers.split(",") if m.strip()]
+            res["http"] = run_http(a.duration, a.warmup, a.concurrency, a.threads, modes)
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        console.print(f"[bold red]benchmark failed:[/] {exc}")
+        return 1
+    met: dict[str, bool] = {}
+    if "inproc" in res:
+        met["inproc"] = res["inproc"]["overhead_p50_ms"] <= INPROC_TARGET_MS
+    if "http" in res and "ratio_rps_vs_bare" in res["http"]:
+        met["http"] = res["http"]["ratio_rps_vs_bare"] >= HTTP_TARGET_RATIO
+    res["targets_met"] = met
+    out.write_text(json.dumps(res, indent=2))
+    print_report(res)
+    console.print(f"[dim]wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}[/]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
