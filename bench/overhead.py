@@ -22,6 +22,7 @@ import io
 import json
 import os
 import pstats
+import re
 import shutil
 import signal
 import subprocess
@@ -386,8 +387,7 @@ def run_profile(calls: int, top: int) -> str:
     raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
     rows = []
     for (path, line, func), (_cc, nc, tt, ct, _callers) in raw.items():
-        where = path if path.startswith("~") else path.rsplit("/site-packages/", 1)[-1]
-        where = where.split("/src/", 1)[-1] if "/src/keelwork/" in where else where
+        where = re.sub(r"^.*/(site-packages|src|lib/python3\.\d+)/", "", path)
         rows.append((tt, ct, nc, f"{where}:{line}({func})", "/src/keelwork/" in path))
     total = sum(r[0] for r in rows)
     buf = io.StringIO()

@@ -89,6 +89,9 @@ async def test_without_a_terminal_a_dead_chain_is_a_clear_503(
             await svc.predict({"text": "boom-all"})
     assert info.value.status == 503 and info.value.code == "model.unavailable"
     assert [d.path for d in info.value.details] == ["models.main", "models.spare"]
+    (row,) = svc.store.journal_recent("toy")
+    assert row["status"] == "failed" and row["error_code"] == "model.unavailable"
+    assert [a["model"] for a in row["attempts"]] == ["main", "spare"]
 
 
 async def test_rejected_input_reports_every_violation_and_is_quarantined(

@@ -111,3 +111,10 @@ def test_a_missing_model_function_is_named(
     with pytest.raises(SpecError) as info:
         keelwork.load_service(d, database_url=f"sqlite:///{tmp_path}/x.db")
     assert "models.main.target" in str(info.value) and "'nothing'" in str(info.value)
+
+
+def test_routing_errors_point_at_the_routing_key(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, deep_merge(SPEC, {"routing": {"fallbacks": ["spaer"]}})))
+    (d,) = info.value.details
+    assert d.path == "routing.fallbacks" and "did you mean 'spare'" in d.message

@@ -18,6 +18,7 @@ import orjson
 
 from keelwork.contract import Contract
 from keelwork.errors import (
+    Attempt,
     AuthError,
     ContractError,
     KeelworkError,
@@ -52,6 +53,7 @@ class Call:
     record: Any = None
     clean: dict[str, Any] | None = None
     answer: Answer | None = None
+    attempts: list[Attempt] = field(default_factory=list)
     error: KeelworkError | None = None
     source: str = "request"
 
@@ -85,16 +87,16 @@ class Authenticate:
     async def __call__(self, call: Call) -> None:
         if call.principal is not None:
             return
-        if call.credentials is None:
-            if not self.require:
-                call.principal = Principal(key_id=None, role="client", name="anonymous")
-                return
+        if call.credentials is None and not self.require:
+            principal: Principal | None = Principal(key_id=None, role="client", name="anonymous")
+        elif call.credentials is None:
             raise AuthError(
                 "this service needs an API key: send `Authorization: Bearer kw_...`",
                 code="auth.missing_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = await self.keys.authenticate(call.credentials)
+        else:
+            principal = await self.keys.authenticate(call.credentials)
         if principal is None:
             raise AuthError(
                 "the API key is unknown, revoked or malformed",
@@ -182,7 +184,7 @@ class CallModels:
 
     async def __call__(self, call: Call) -> None:
         assert call.clean is not None
-        call.answer = answer = await self.chain(call.clean)
+        call.answer = answer = await self.chain(call.clean, call.attempts)
         if answer.fallback:
             self.metrics.fallbacks.labels(self.metrics.service, answer.model).inc()
 
@@ -262,9 +264,9 @@ class Pipeline:
                     "latency_ms": round(a.latency_ms, 3),
                     "retries": a.retries,
                 }
-                for a in ans.attempts
+                for a in call.attempts
             ]
-            if ans and ans.fallback
+            if any(not a.ok for a in call.attempts)
             else None,
             "latency_ms": call.latency_ms,
         }

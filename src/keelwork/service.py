@@ -83,7 +83,8 @@ class Service:
         self.metrics = metrics or Metrics(self.name)
         self.keys = KeyStore(self.store)
         self.providers = {
-            name: build_provider(name, spec.models[name], self.directory) for name in spec.chain
+            name: build_provider(name, spec.models[name], self.directory, spec.input.fields)
+            for name in spec.chain
         }
         self.chain = FallbackChain(
             [Link(self.providers[name], self._policy(name)) for name in spec.chain],

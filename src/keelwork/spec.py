@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from keelwork.errors import SpecError, Violation
 
 SPEC_FILENAME = "keelwork.yaml"
+_LOCATED = re.compile(r"^([a-z_]+(?:\.[\w-]+)+): (.*)$", re.S)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 Role = Literal["client", "admin"]
@@ -91,7 +92,7 @@ class ModelSpec(_Strict):
     label: str = "label"
     score: str | None = None
     trusted_types: list[str] = Field(default_factory=list)
-    version: str | None = None
+    version: str | None = Field(default=None, max_length=64)
     timeout_ms: int | None = Field(default=None, gt=0)
     retries: int | None = Field(default=None, ge=0, le=10)
 
@@ -152,7 +153,7 @@ class LimitsSpec(_Strict):
 
 class ServiceInfo(_Strict):
     name: str
-    version: str = "0.1.0"
+    version: str = Field(default="0.1.0", max_length=64)
     description: str = ""
 
     @model_validator(mode="after")
@@ -185,15 +186,20 @@ class ServiceSpec(_Strict):
             if name not in self.models:
                 hint = difflib.get_close_matches(name, list(self.models), n=1)
                 fix = f"did you mean {hint[0]!r}?" if hint else f"declare it under `models.{name}`"
-                raise ValueError(f"routing names model {name!r}, which is not declared; {fix}")
+                where = "routing.primary" if name == self.routing.primary else "routing.fallbacks"
+                raise ValueError(f"{where}: model {name!r} is not declared; {fix}")
         if len(set(chain)) != len(chain):
-            raise ValueError("a model appears twice in the routing chain")
+            raise ValueError("routing.fallbacks: a model appears twice in the routing chain")
+        for mname in self.models:
+            if not _NAME_RE.match(mname):
+                raise ValueError(
+                    f"models.{mname}: a model name is lowercase letters, digits, '_' or '-', "
+                    "at most 63 characters"
+                )
         for mname, model in self.models.items():
             for field_name in model.inputs or []:
                 if field_name not in self.input.fields:
-                    raise ValueError(
-                        f"models.{mname}.inputs names {field_name!r}, which is not an input field"
-                    )
+                    raise ValueError(f"models.{mname}.inputs: {field_name!r} is not an input field")
         return self
 
     @property
@@ -237,6 +243,9 @@ def _violations(err: ValidationError) -> list[Violation]:
     for e in err.errors(include_url=False):
         path = _loc(e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
+        located = _LOCATED.match(msg) if path == "(top level)" else None
+        if located:  # a cross-key rule names the key it is about
+            path, msg = located.group(1), located.group(2)
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1])
             allowed = _allowed_keys(e["loc"])

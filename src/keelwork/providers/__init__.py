@@ -7,14 +7,16 @@ from pathlib import Path
 from keelwork.providers.base import Provider
 from keelwork.providers.python import PythonProvider
 from keelwork.providers.sklearn import SklearnProvider
-from keelwork.spec import ModelSpec
+from keelwork.spec import FieldSpec, ModelSpec
 
 
-def build_provider(name: str, spec: ModelSpec, service_dir: Path) -> Provider:
+def build_provider(
+    name: str, spec: ModelSpec, service_dir: Path, input_fields: dict[str, FieldSpec]
+) -> Provider:
     """Make the provider a model spec declares; load errors name the key and the fix."""
     if spec.kind == "python":
         return PythonProvider(name, spec, service_dir)
-    return SklearnProvider(name, spec, service_dir)
+    return SklearnProvider(name, spec, service_dir, input_fields)
 
 
 __all__ = ["Provider", "PythonProvider", "SklearnProvider", "build_provider"]

@@ -69,7 +69,7 @@ class PythonProvider:
         self.name = name
         self.fn, file = resolve_target(spec.target, service_dir, f"models.{name}.target")
         self.is_async = inspect.iscoroutinefunction(self.fn)
-        self.version = spec.version or (file_version(file) if file else spec.target)
+        self.version = (spec.version or (file_version(file) if file else spec.target))[:64]
 
     async def __call__(self, record: dict[str, Any]) -> Any:
         if self.is_async:

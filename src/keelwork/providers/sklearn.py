@@ -8,7 +8,7 @@ from typing import Any
 
 from keelwork.errors import SpecError
 from keelwork.providers.base import file_version
-from keelwork.spec import ModelSpec
+from keelwork.spec import FieldSpec, ModelSpec
 
 
 def _plain(value: Any) -> Any:
@@ -18,7 +18,9 @@ def _plain(value: Any) -> Any:
 class SklearnProvider:
     """Predicts from the declared input fields; returns ``{label: class, score: probability}``."""
 
-    def __init__(self, name: str, spec: ModelSpec, service_dir: Path) -> None:
+    def __init__(
+        self, name: str, spec: ModelSpec, service_dir: Path, input_fields: dict[str, FieldSpec]
+    ) -> None:
         import skops.io as sio
 
         assert spec.path is not None and spec.inputs
@@ -48,6 +50,9 @@ class SklearnProvider:
         self.name = name
         self.version = spec.version or file_version(path)
         self.inputs = list(spec.inputs)
+        # one text field feeds a text pipeline (TF-IDF) a list of strings; anything else is
+        # a row of features, the 2-D shape every tabular estimator expects
+        self.one_text = len(self.inputs) == 1 and input_fields[self.inputs[0]].type == "string"
         self.label = spec.label
         self.score = spec.score
         self.has_proba = hasattr(self.model, "predict_proba") and spec.score is not None
@@ -55,7 +60,7 @@ class SklearnProvider:
 
     def predict(self, record: dict[str, Any]) -> dict[str, Any]:
         row = [record[f] for f in self.inputs]
-        x: list[Any] = row if len(row) == 1 else [row]
+        x: list[Any] = row if self.one_text else [row]
         if self.has_proba and self.score:
             proba = self.model.predict_proba(x)[0]
             best = int(proba.argmax())

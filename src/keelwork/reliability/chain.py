@@ -52,8 +52,11 @@ class FallbackChain:
         self.default = default
         self.on_failure = on_failure
 
-    async def __call__(self, record: dict[str, Any]) -> Answer:
-        attempts: list[Attempt] = []
+    async def __call__(
+        self, record: dict[str, Any], attempts: list[Attempt] | None = None
+    ) -> Answer:
+        """Answer ``record``; every attempt made is appended to ``attempts`` as it happens."""
+        attempts = [] if attempts is None else attempts
         for i, link in enumerate(self.links):
             p = link.provider
             t0 = time.perf_counter()

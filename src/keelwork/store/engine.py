@@ -6,6 +6,7 @@ up on the current schema without a manual step.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,6 +22,8 @@ from sqlalchemy.engine import Engine
 
 from keelwork.store.tables import journal, quarantine
 
+log = logging.getLogger("keelwork.store")
+_PAYLOAD_COLUMNS = ("input", "output", "attempts", "record", "violations")
 DATABASE_URL_ENV = "KEELWORK_DATABASE_URL"
 STATE_DIRNAME = ".keelwork"
 
@@ -110,16 +113,30 @@ class Store:
                     conn.execute(journal.insert(), list(journal_rows))
                 if quarantine_rows:
                     conn.execute(quarantine.insert(), list(quarantine_rows))
-        except sa.exc.IntegrityError:
-            # A retried batch may be partly in already: write row by row, skipping the ones
-            # that are there, so a retry never duplicates and never loses a record.
+        except (sa.exc.IntegrityError, sa.exc.DataError):
+            # One bad row must not block the batch forever: write row by row. A row already
+            # there (a retried batch) is skipped; a row the database refuses keeps its
+            # identity and outcome, with its payload replaced by a description.
             for table, rows in ((journal, journal_rows), (quarantine, quarantine_rows)):
                 for row in rows:
-                    try:
-                        with self.engine.begin() as conn:
-                            conn.execute(table.insert(), [row])
-                    except sa.exc.IntegrityError:
-                        continue
+                    self._write_one(table, row)
+
+    def _write_one(self, table: sa.Table, row: dict[str, Any]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(table.insert(), [row])
+        except sa.exc.IntegrityError:
+            return
+        except sa.exc.DataError as exc:
+            log.error("the store refused a %s row (%s); storing it without payload", table, exc)
+            safe = dict(row)
+            for col in _PAYLOAD_COLUMNS:
+                if col in safe and safe[col] is not None:
+                    safe[col] = {"unstorable": repr(safe[col])[:2000].replace("\x00", "")}
+            if "raw" in safe and safe["raw"] is not None:
+                safe["raw"] = None
+            with self.engine.begin() as conn:
+                conn.execute(table.insert(), [safe])
 
     # --- reads ---------------------------------------------------------------------------
 
