@@ -50,8 +50,10 @@ def _err_console() -> Console:
 def _fail(exc: KeelworkError) -> typer.Exit:
     con = _err_console()
     con.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
-    for d in exc.details:
-        con.print(escape(f"  {d.path}: {d.rule} (got {d.got!r})"), highlight=False)
+    if not isinstance(exc, SpecError):  # a spec error's message already lists its problems
+        for d in exc.details:
+            why = d.message or d.rule
+            con.print(escape(f"  {d.path}: {why} [{d.rule}] (got {d.got!r})"), highlight=False)
     return typer.Exit(code=1)
 
 

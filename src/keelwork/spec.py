@@ -238,14 +238,24 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+def _lookup(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
 def _violations(err: ValidationError) -> list[Violation]:
     out: list[Violation] = []
     for e in err.errors(include_url=False):
         path = _loc(e["loc"])
         msg = str(e["msg"]).removeprefix("Value error, ")
+        got = e.get("input")
         located = _LOCATED.match(msg) if path == "(top level)" else None
         if located:  # a cross-key rule names the key it is about
             path, msg = located.group(1), located.group(2)
+            got = _lookup(got, path)
         if e["type"] == "extra_forbidden":
             key = str(e["loc"][-1])
             allowed = _allowed_keys(e["loc"])
@@ -255,7 +265,6 @@ def _violations(err: ValidationError) -> list[Violation]:
             )
         elif e["type"] == "missing":
             msg = "this key is required; add it"
-        got = e.get("input")
         if isinstance(got, dict | list):
             got = type(got).__name__
         out.append(Violation(path=path, rule=e["type"], got=got, message=msg))
