@@ -26,6 +26,7 @@ async def test_primary_answers_and_the_journal_records_it(
     assert row["input"] == {"text": "hello", "n": 3}  # the declared strip is applied
     assert row["output"] == {"label": "primary", "score": 0.9}
     assert row["model_version"] == "m-1" and row["service"] == "toy"
+    assert row["service_version"] == "1.2.3"
     assert row["latency_ms"] > 0
 
 

@@ -200,8 +200,10 @@ class Pipeline:
         metrics: Metrics,
         input_contract: Contract,
         store_inputs: bool = True,
+        service_version: str | None = None,
     ) -> None:
         self.service = service
+        self.service_version = service_version
         self.stages = tuple(stages)
         self.journal = journal
         self.metrics = metrics
@@ -246,6 +248,7 @@ class Pipeline:
             "request_id": call.request_id,
             "created_at": call.created_at,
             "service": call.service,
+            "service_version": self.service_version if call.service == self.service else None,
             "status": status,
             "http_status": err.status if err else 200,
             "error_code": err.code if err else None,

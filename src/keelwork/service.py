@@ -118,6 +118,7 @@ class Service:
             self.metrics,
             self.input_contract,
             store_inputs=spec.journal.store_inputs,
+            service_version=spec.service.version,
         )
         self._start_lock: asyncio.Lock | None = None
 
@@ -185,6 +186,7 @@ class Service:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Store reachable, models loaded, journal running (blocking: call off the loop)."""
         checks = {
+            "version": self.spec.service.version,
             "store": self.store.ping(),
             "models": {n: p.version for n, p in self.providers.items()},
             "journal": self.journal.running,

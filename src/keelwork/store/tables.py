@@ -12,6 +12,7 @@ journal = sa.Table(
     sa.Column("request_id", sa.String(36), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("service", sa.String(64), nullable=False, index=True),
+    sa.Column("service_version", sa.String(64), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("http_status", sa.Integer, nullable=False),
     sa.Column("error_code", sa.String(64), nullable=True),
