@@ -200,3 +200,17 @@ async def test_a_full_journal_queue_is_a_visible_503_not_a_silent_drop(
     assert all(r.code == "journal.backpressure" and r.status == 503 for r in refused)
     assert {p.request_id for p in served} <= svc.store.journal_ids("toy")
     assert 'code="journal.backpressure"' in _metrics_text(svc)
+
+
+async def test_inline_models_answer_on_the_event_loop_with_the_same_chain(
+    make_service_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    d = make_service_dir({"models": {"main": {"executor": "inline"}}})
+    svc = keelwork.load_service(d, database_url=f"sqlite:///{tmp_path}/j.db")
+    async with svc:
+        ok = await svc.predict({"text": "hi"})
+        failed_over = await svc.predict({"text": "boom"})
+        # an inline call cannot be interrupted: a slow answer still arrives, late but valid
+        slow = await svc.predict({"text": "slow"})
+    assert (ok.model, failed_over.model, slow.model) == ("main", "spare", "main")
+    assert slow.latency_ms >= 400

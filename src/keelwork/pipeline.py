@@ -8,8 +8,8 @@ the quarantine) and counting the outcome, so no request is ever unaccounted for.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,7 +36,7 @@ _RAW_KEEP = 64 * 1024
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)

@@ -93,6 +93,12 @@ class ModelSpec(_Strict):
     score: str | None = None
     trusted_types: list[str] = Field(default_factory=list)
     version: str | None = Field(default=None, max_length=64)
+    executor: Literal["thread", "inline"] = Field(
+        default="thread",
+        description="thread: sync code runs on a worker thread and a timeout can abandon it; "
+        "inline: runs on the event loop, no thread hop, for CPU-bound models that answer in "
+        "about a millisecond (a timeout cannot interrupt it)",
+    )
     timeout_ms: int | None = Field(default=None, gt=0)
     retries: int | None = Field(default=None, ge=0, le=10)
 

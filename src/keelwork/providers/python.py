@@ -69,9 +69,12 @@ class PythonProvider:
         self.name = name
         self.fn, file = resolve_target(spec.target, service_dir, f"models.{name}.target")
         self.is_async = inspect.iscoroutinefunction(self.fn)
+        self.inline = spec.executor == "inline"
         self.version = (spec.version or (file_version(file) if file else spec.target))[:64]
 
     async def __call__(self, record: dict[str, Any]) -> Any:
         if self.is_async:
             return await self.fn(record)
+        if self.inline:
+            return self.fn(record)
         return await asyncio.to_thread(self.fn, record)

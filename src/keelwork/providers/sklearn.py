@@ -57,6 +57,7 @@ class SklearnProvider:
         self.score = spec.score
         self.has_proba = hasattr(self.model, "predict_proba") and spec.score is not None
         self.classes = list(getattr(self.model, "classes_", []))
+        self.inline = spec.executor == "inline"
 
     def predict(self, record: dict[str, Any]) -> dict[str, Any]:
         row = [record[f] for f in self.inputs]
@@ -68,4 +69,6 @@ class SklearnProvider:
         return {self.label: _plain(self.model.predict(x)[0])}
 
     async def __call__(self, record: dict[str, Any]) -> Any:
+        if self.inline:
+            return self.predict(record)
         return await asyncio.to_thread(self.predict, record)
