@@ -3,7 +3,9 @@
 Run as a script it is the server launcher, so keelwork and the bare app are started by the same
 code with the same ``uvicorn.Config`` and differ only in the ASGI app:
 
-    python bench/_common.py serve {keelwork,bare,bare-thread} --port P [--database-url URL]
+    python bench/_common.py serve MODE --port P [--database-url URL]
+
+MODE is keelwork, keelwork-inline (the demo with ``executor: inline``), bare or bare-thread.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import os
 import platform
 import socket
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ DEMO = ROOT / "examples" / "support_triage"
 TEST_CSV = DEMO / "data" / "test.csv"
 MODEL = DEMO / "model.skops"
 PREDICT_PATH = "/v1/services/support_triage/predict"
-SERVER_MODES = ("keelwork", "bare", "bare-thread")
+SERVER_MODES = ("keelwork", "keelwork-inline", "bare", "bare-thread")
 
 
 def load_texts(limit: int | None = None) -> list[str]:
@@ -153,22 +157,35 @@ def bare_app(*, thread_hop: bool) -> Any:
     return Starlette(routes=[Route(PREDICT_PATH, predict, methods=["POST"])])
 
 
-def keelwork_app(database_url: str) -> Any:
-    """The demo service with every stage on: key check, contract, chain, journal, metrics."""
+def demo_service(database_url: str, *, inline: bool = False) -> Any:
+    """The demo service as its spec says, or with its model run inline (``executor: inline``)."""
     import keelwork
+
+    if not inline:
+        return keelwork.load_service(DEMO, database_url=database_url)
+    spec = keelwork.load_spec(DEMO)
+    models = dict(spec.models)
+    models["classifier"] = models["classifier"].model_copy(update={"executor": "inline"})
+    return keelwork.Service(
+        spec.model_copy(update={"models": models}), DEMO, database_url=database_url
+    )
+
+
+def keelwork_app(database_url: str, *, inline: bool = False) -> Any:
+    """The demo service with every stage on: key check, contract, chain, journal, metrics."""
     from keelwork.server import create_app
 
-    return create_app([keelwork.load_service(DEMO, database_url=database_url)])
+    return create_app([demo_service(database_url, inline=inline)])
 
 
 def serve(mode: str, port: int, database_url: str | None) -> None:
     """One worker, uvloop, httptools, no access log: identical for every app."""
     import uvicorn
 
-    if mode == "keelwork":
+    if mode.startswith("keelwork"):
         if not database_url:
-            raise SystemExit("serve keelwork needs --database-url")
-        app = keelwork_app(database_url)
+            raise SystemExit(f"serve {mode} needs --database-url")
+        app = keelwork_app(database_url, inline=mode == "keelwork-inline")
     else:
         app = bare_app(thread_hop=mode == "bare-thread")
     config = uvicorn.Config(
@@ -185,15 +202,89 @@ def serve(mode: str, port: int, database_url: str | None) -> None:
     uvicorn.Server(config).run()
 
 
+# --- the fallback load generator ------------------------------------------------------------
+
+
+async def _load(url: str, key: str, bodies: list[bytes], seconds: float, clients: int) -> str:
+    """``clients`` keep-alive connections posting back to back; only used when wrk is missing.
+
+    One Python process is much slower than wrk, so on a small machine it may be the
+    bottleneck: the results say which generator was used.
+    """
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    latencies: list[int] = []
+    errors = {"non2xx": 0, "connect": 0, "read": 0, "write": 0, "timeout": 0}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
+        start = time.perf_counter_ns()
+        deadline = start + int(seconds * 1e9)
+
+        async def worker(offset: int) -> None:
+            i = offset
+            while time.perf_counter_ns() < deadline:
+                body = bodies[i % len(bodies)]
+                i += clients
+                t0 = time.perf_counter_ns()
+                try:
+                    r = await client.post(url, content=body, headers=headers)
+                except httpx.TimeoutException:
+                    errors["timeout"] += 1
+                    continue
+                except httpx.ConnectError:
+                    errors["connect"] += 1
+                    continue
+                except httpx.TransportError:
+                    errors["read"] += 1
+                    continue
+                latencies.append(time.perf_counter_ns() - t0)
+                if not 200 <= r.status_code < 400:
+                    errors["non2xx"] += 1
+
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        elapsed = time.perf_counter_ns() - start
+    lat = sorted(x / 1000 for x in latencies)
+    stats = {
+        "requests": len(lat),
+        "duration_us": elapsed // 1000,
+        "bytes": 0,
+        **errors,
+        "p50_us": percentile(lat, 50),
+        "p90_us": percentile(lat, 90),
+        "p99_us": percentile(lat, 99),
+        "p999_us": percentile(lat, 99.9),
+        "mean_us": statistics.fmean(lat) if lat else float("nan"),
+        "max_us": lat[-1] if lat else float("nan"),
+    }
+    return "WRKJSON " + json.dumps(stats)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Start one benchmark server.")
+    parser = argparse.ArgumentParser(description="Start one benchmark server, or load one.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("mode", choices=SERVER_MODES)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--database-url")
+    g = sub.add_parser("load", help="fallback load generator (when wrk is not installed)")
+    g.add_argument("url")
+    g.add_argument("--key", default="none")
+    g.add_argument("--bodies", type=Path, required=True, help="one JSON body per line")
+    g.add_argument("--seconds", type=float, required=True)
+    g.add_argument("--clients", type=int, required=True)
     args = parser.parse_args(argv)
-    serve(args.mode, args.port, args.database_url)
+    if args.cmd == "serve":
+        serve(args.mode, args.port, args.database_url)
+    else:
+        bodies = [b for b in args.bodies.read_bytes().splitlines() if b.strip()]
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            run = asyncio.run
+        print(run(_load(args.url, args.key, bodies, args.seconds, args.clients)))
 
 
 if __name__ == "__main__":
