@@ -99,6 +99,13 @@ class ModelSpec(_Strict):
         "inline: runs on the event loop, no thread hop, for CPU-bound models that answer in "
         "about a millisecond (a timeout cannot interrupt it)",
     )
+    threads: int | None = Field(
+        default=None,
+        gt=0,
+        le=256,
+        description="worker threads of a `thread` executor; default 1 for sklearn (CPU-bound: "
+        "more threads only fight over the GIL), 8 for python (may wait on I/O)",
+    )
     timeout_ms: int | None = Field(default=None, gt=0)
     retries: int | None = Field(default=None, ge=0, le=10)
 

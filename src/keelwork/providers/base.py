@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +15,11 @@ class Provider(Protocol):
     async def __call__(self, record: dict[str, Any]) -> Any:
         """Answer one validated record; raise on failure (the chain moves on)."""
         ...
+
+
+def worker_pool(name: str, threads: int) -> ThreadPoolExecutor:
+    """A model's own threads: a slow or CPU-bound model cannot starve the others' workers."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"keelwork-{name}")
 
 
 def file_version(path: Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from keelwork.errors import SpecError
-from keelwork.providers.base import file_version
+from keelwork.providers.base import file_version, worker_pool
 from keelwork.spec import ModelSpec
 
 
@@ -70,11 +70,12 @@ class PythonProvider:
         self.fn, file = resolve_target(spec.target, service_dir, f"models.{name}.target")
         self.is_async = inspect.iscoroutinefunction(self.fn)
         self.inline = spec.executor == "inline"
+        self.pool = None if self.inline or self.is_async else worker_pool(name, spec.threads or 8)
         self.version = (spec.version or (file_version(file) if file else spec.target))[:64]
 
     async def __call__(self, record: dict[str, Any]) -> Any:
         if self.is_async:
             return await self.fn(record)
-        if self.inline:
+        if self.pool is None:
             return self.fn(record)
-        return await asyncio.to_thread(self.fn, record)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.fn, record)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from keelwork.errors import SpecError
-from keelwork.providers.base import file_version
+from keelwork.providers.base import file_version, worker_pool
 from keelwork.spec import FieldSpec, ModelSpec
 
 
@@ -57,7 +57,7 @@ class SklearnProvider:
         self.score = spec.score
         self.has_proba = hasattr(self.model, "predict_proba") and spec.score is not None
         self.classes = list(getattr(self.model, "classes_", []))
-        self.inline = spec.executor == "inline"
+        self.pool = None if spec.executor == "inline" else worker_pool(name, spec.threads or 1)
 
     def predict(self, record: dict[str, Any]) -> dict[str, Any]:
         row = [record[f] for f in self.inputs]
@@ -69,6 +69,6 @@ class SklearnProvider:
         return {self.label: _plain(self.model.predict(x)[0])}
 
     async def __call__(self, record: dict[str, Any]) -> Any:
-        if self.inline:
+        if self.pool is None:
             return self.predict(record)
-        return await asyncio.to_thread(self.predict, record)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.predict, record)
