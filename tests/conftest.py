@@ -49,7 +49,7 @@ SPEC: dict[str, Any] = {
     "service": {"name": "toy", "version": "1.2.3"},
     "input": {
         "fields": {
-            "text": {"type": "string", "strip": True, "min_length": 1, "max_length": 200},
+            "text": {"type": "string", "coerce": ["strip"], "min_length": 1, "max_length": 200},
             "n": {"type": "integer", "required": False, "min": 0, "max": 10},
             "kind": {"type": "enum", "values": ["a", "b"], "required": False},
             "ratio": {"type": "number", "required": False, "nullable": True, "min": 0},

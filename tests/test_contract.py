@@ -12,7 +12,7 @@ from keelwork.spec import ContractSpec
 SPEC = ContractSpec.model_validate(
     {
         "fields": {
-            "s": {"type": "string", "strip": True, "min_length": 2, "max_length": 5},
+            "s": {"type": "string", "coerce": ["strip"], "min_length": 2, "max_length": 5},
             "i": {"type": "integer", "required": False, "min": 0, "max": 9},
             "x": {"type": "number", "required": False, "nullable": True, "max": 1.5},
             "b": {"type": "boolean", "required": False},

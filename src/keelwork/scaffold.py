@@ -16,7 +16,7 @@ input:
     text:
       type: string
       required: true
-      strip: true
+      coerce: [strip]
       min_length: 1
       max_length: 2000
   unknown_fields: reject

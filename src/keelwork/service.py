@@ -72,8 +72,8 @@ class Service:
         self.spec = spec
         self.directory = Path(directory).resolve()
         self.name = spec.service.name
-        self.input_contract = Contract(spec.input)
-        self.output_contract = Contract(spec.output)
+        self.input_contract = Contract(spec.input, self.directory, where="input")
+        self.output_contract = Contract(spec.output, self.directory, where="output")
         self._check_default()
         sync = spec.journal.durability == "sync"
         self.store = store or Store(

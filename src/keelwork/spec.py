@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from keelwork.contract.language import ContractSpec
 from keelwork.errors import SpecError, Violation
 
 SPEC_FILENAME = "keelwork.yaml"
@@ -23,61 +24,10 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 Role = Literal["client", "admin"]
 _ROLES: tuple[Role, ...] = ("client", "admin")
-FieldType = Literal["string", "integer", "number", "boolean", "enum"]
-Scalar = str | int | float | bool
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FieldSpec(_Strict):
-    """One field of a contract: its type and the rules a value must meet."""
-
-    type: FieldType
-    required: bool = True
-    nullable: bool = False
-    description: str = ""
-    min: float | None = None
-    max: float | None = None
-    min_length: int | None = Field(default=None, ge=0)
-    max_length: int | None = Field(default=None, ge=0)
-    values: list[Scalar] | None = None
-    strip: bool = False
-
-    @model_validator(mode="after")
-    def _coherent(self) -> FieldSpec:
-        if self.type == "enum" and not self.values:
-            raise ValueError("an enum field needs `values: [...]` listing the allowed values")
-        if self.type != "enum" and self.values is not None:
-            raise ValueError("`values` applies to enum fields only; set `type: enum`")
-        if (self.min is not None or self.max is not None) and self.type not in (
-            "integer",
-            "number",
-        ):
-            raise ValueError("`min`/`max` apply to integer and number fields; use min_length")
-        if (self.min_length is not None or self.max_length is not None or self.strip) and (
-            self.type != "string"
-        ):
-            raise ValueError("`min_length`/`max_length`/`strip` apply to string fields only")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
-        if (
-            self.min_length is not None
-            and self.max_length is not None
-            and self.min_length > self.max_length
-        ):
-            raise ValueError(
-                f"min_length ({self.min_length}) is greater than max_length ({self.max_length})"
-            )
-        return self
-
-
-class ContractSpec(_Strict):
-    """The shape of a record at the door (input) or on the way out (output)."""
-
-    fields: dict[str, FieldSpec]
-    unknown_fields: Literal["reject", "ignore"] = "reject"
 
 
 class ModelSpec(_Strict):

@@ -7,7 +7,8 @@ from pathlib import Path
 from keelwork.providers.base import Provider
 from keelwork.providers.python import PythonProvider
 from keelwork.providers.sklearn import SklearnProvider
-from keelwork.spec import FieldSpec, ModelSpec
+from keelwork.contract.language import FieldSpec
+from keelwork.spec import ModelSpec
 
 
 def build_provider(

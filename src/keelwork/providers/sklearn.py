@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from keelwork.errors import SpecError
+from keelwork.contract.language import FieldSpec
 from keelwork.providers.base import file_version, worker_pool
-from keelwork.spec import FieldSpec, ModelSpec
+from keelwork.spec import ModelSpec
 
 
 def _plain(value: Any) -> Any:
