@@ -84,9 +84,7 @@ class Contract:
         self.version = hashlib.sha256(
             json.dumps(payload, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
-        self._object = ObjectCheck(
-            spec.fields, spec.unknown_fields == "reject", self.enum_values
-        )
+        self._object = ObjectCheck(spec.fields, spec.unknown_fields == "reject", self.enum_values)
         self.rules = [RuleCheck(r.name, r.check, r.message) for r in spec.rules]
         self.expectations = [_Expectation(e, self.base_dir, where) for e in spec.expectations]
         self.unique = [name for name, fs in spec.fields.items() if fs.unique]

@@ -14,9 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FieldType = Literal[
-    "string", "integer", "number", "boolean", "enum", "list", "object", "datetime"
-]
+FieldType = Literal["string", "integer", "number", "boolean", "enum", "list", "object", "datetime"]
 Coercion = Literal["strip", "lowercase", "nfc", "number_from_string"]
 Scalar = str | int | float | bool
 

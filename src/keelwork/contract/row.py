@@ -114,7 +114,7 @@ def _coercer(fs: FieldSpec) -> Callable[[Any, str, Coerced], Any] | None:
     def coerce(v: Any, path: str, coerced: Coerced) -> Any:
         for name, step in steps:
             new = step(v)
-            if new is not v and new != v or type(new) is not type(v):
+            if (new is not v and new != v) or type(new) is not type(v):
                 coerced.append((path, name))
             v = new
         return v
@@ -188,7 +188,9 @@ def _compile_type(fs: FieldSpec, enum_values: list[Any] | None) -> Check:
 
         def check_datetime(v: Any, path: str, errors: Errors, _c: Coerced) -> Any:
             if not isinstance(v, str):
-                return _bad(errors, path, "type", v, f"expected an ISO 8601 string, found {type_name(v)}")
+                return _bad(
+                    errors, path, "type", v, f"expected an ISO 8601 string, found {type_name(v)}"
+                )
             if _DATETIME_RE.match(v) is None or not valid_date(v):
                 return _bad(errors, path, "datetime", v, "is not an ISO 8601 date or date-time")
             return v
@@ -224,7 +226,8 @@ def _compile_type(fs: FieldSpec, enum_values: list[Any] | None) -> Check:
                 return _bad(errors, path, "min_length", v, f"needs at least {lmin} items")
             if lmax is not None and n > lmax:
                 return _bad(errors, path, "max_length", v, f"allows at most {lmax} items")
-            out, before = [], len(errors)
+            out: list[Any] = []
+            before = len(errors)
             for i, x in enumerate(v):
                 p = f"{path}[{i}]"
                 if x is None:

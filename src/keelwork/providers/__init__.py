@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keelwork.contract.language import FieldSpec
 from keelwork.providers.base import Provider
 from keelwork.providers.python import PythonProvider
 from keelwork.providers.sklearn import SklearnProvider
-from keelwork.contract.language import FieldSpec
 from keelwork.spec import ModelSpec
 
 

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from keelwork.errors import SpecError
 from keelwork.contract.language import FieldSpec
+from keelwork.errors import SpecError
 from keelwork.providers.base import file_version, worker_pool
 from keelwork.spec import ModelSpec
 
