@@ -29,6 +29,12 @@ DATETIME_TEXT = (
     r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?"
     r"(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
 )
+# Unicode White_Space: what `strip` removes on both paths (Python's str.strip() alone would
+# also remove the ASCII separators 0x1c-0x1f, which the columnar engine keeps).
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 _INT_RE = re.compile(INT_TEXT)
 _NUMBER_RE = re.compile(NUMBER_TEXT)
 _DATETIME_RE = re.compile(DATETIME_TEXT)
@@ -95,7 +101,7 @@ def _coercer(fs: FieldSpec) -> Callable[[Any, str, Coerced], Any] | None:
     steps: list[tuple[str, Callable[[Any], Any]]] = []
     for c in fs.coerce:
         if c == "strip":
-            steps.append((c, lambda v: v.strip() if isinstance(v, str) else v))
+            steps.append((c, lambda v: v.strip(WHITESPACE) if isinstance(v, str) else v))
         elif c == "lowercase":
             steps.append((c, lambda v: v.lower() if isinstance(v, str) else v))
         elif c == "nfc":
