@@ -171,6 +171,71 @@ def predict(
     typer.echo(json.dumps(out, indent=2))
 
 
+@app.command()
+def batch(
+    directory: DirArg,
+    source: Annotated[Path, typer.Argument(help="Input file: .csv, .jsonl or .parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (same format).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or parquet.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Rows scored at once.")] = 8,
+    strict_columns: Annotated[
+        bool, typer.Option(help="Reject columns the contract does not name (default: carry them)")
+    ] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """Validate a whole file, quarantine bad rows, score the rest; rerun to resume."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from keelwork.batch.job import BatchJob
+
+    try:
+        svc = keelwork.load_service(directory, database_url=database_url)
+        job = BatchJob(
+            svc, source, out, fmt=fmt, concurrency=concurrency, strict_columns=strict_columns
+        )
+    except (KeelworkError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, KeelworkError) else KeelworkError(str(exc))) from None
+    con = _console()
+    con.print(f"batch job [bold]{job.id}[/] for {source}")
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_err_console(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("scoring", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = asyncio.run(job.run(progress))
+        except KeelworkError as exc:
+            raise _fail(exc) from None
+    table = Table("rows", "count", title=f"batch {job.id}")
+    table.add_row("in", str(summary.rows_in))
+    table.add_row("valid", str(summary.valid))
+    table.add_row("rejected", str(summary.rejected))
+    for rule, n in sorted(summary.rejected_by_rule.items()):
+        table.add_row(f"  rejected by {rule}", str(n))
+    table.add_row("scored", str(summary.scored))
+    table.add_row("  by a fallback", str(summary.fallback))
+    table.add_row("failed", str(summary.failed))
+    table.add_row("scored in this run", str(summary.scored_now))
+    table.add_row("already done (resumed)", str(summary.already_done))
+    for name, n in sorted(summary.coerced.items()):
+        table.add_row(f"coerced {name}", str(n))
+    con.print(table)
+    con.print(f"results: {summary.output}")
+    if summary.rejected_output:
+        con.print(
+            f"rejected and failed rows: {summary.rejected_output} "
+            f"(and `keelwork quarantine list --dir {directory}`)"
+        )
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="client or admin.")] = "client",
@@ -260,6 +325,77 @@ def quarantine_show(
         _err_console().print(f"[red]error[/] no quarantined record {ident!r}")
         raise typer.Exit(1)
     typer.echo(json.dumps(row, default=str, indent=2))
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+    status: Annotated[str, typer.Option(help="open, replayed or all.")] = "open",
+) -> None:
+    """Write quarantined records as JSONL: fix `record` in place, then replay with --from."""
+    svc_name = _spec_name(directory)
+    rows = _store(directory, database_url).quarantine_select(
+        svc_name, status=None if status == "all" else status
+    )
+    with out.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, default=str, ensure_ascii=False) + "\n")
+    _console().print(f"wrote {len(rows)} record(s) to {out}")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Only these ids.")] = None,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="JSONL from `export`, records fixed.")
+    ] = None,
+) -> None:
+    """Score open quarantined records through the current contract and pipeline, once each."""
+    from keelwork.replay import replay
+
+    fixed: dict[int, Any] = {}
+    if source is not None:
+        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    item = json.loads(line)
+                    fixed[int(item["id"])] = item["record"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _fail(
+                        KeelworkError(f"{source}:{n}: not an exported record ({exc})")
+                    ) from None
+    try:
+        svc = keelwork.load_service(directory, database_url=database_url)
+        report = asyncio.run(replay(svc, ids=ids, fixed=fixed))
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    table = Table("outcome", "count", "ids", title="quarantine replay")
+    for label, items in (
+        ("scored", report.scored),
+        ("already scored (recovered)", report.recovered),
+        ("still rejected", list(report.still_rejected)),
+        ("failed", list(report.failed)),
+        ("no record to replay (use --from)", report.no_record),
+    ):
+        table.add_row(label, str(len(items)), ", ".join(map(str, items[:20])))
+    _console().print(table)
+    for qid, errs in list(report.still_rejected.items())[:10]:
+        _err_console().print(
+            escape(f"  {qid}: " + "; ".join(f"{e['path']} {e['rule']}" for e in errs))
+        )
+
+
+def _spec_name(directory: Path) -> str:
+    from keelwork.spec import load_spec
+
+    try:
+        return load_spec(directory).service.name
+    except KeelworkError as exc:
+        raise _fail(exc) from None
 
 
 def main() -> None:

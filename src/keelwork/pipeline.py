@@ -56,6 +56,8 @@ class Call:
     attempts: list[Attempt] = field(default_factory=list)
     error: KeelworkError | None = None
     source: str = "request"
+    batch_job: str | None = None
+    batch_row: int | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -272,6 +274,8 @@ class Pipeline:
             if any(not a.ok for a in call.attempts)
             else None,
             "latency_ms": call.latency_ms,
+            "batch_job": call.batch_job,
+            "batch_row": call.batch_row,
         }
         qrow = None
         if status == "rejected" and err is not None:
@@ -294,6 +298,9 @@ class Pipeline:
                 "violations": [d.as_dict() for d in err.details]
                 or [{"path": "$", "rule": err.code, "got": None, "message": err.message}],
                 "status": "open",
+                "batch_job": call.batch_job,
+                "batch_row": call.batch_row,
+                "replayed_request_id": None,
             }
         return jrow, qrow
 

@@ -485,10 +485,11 @@ class ColumnarContract:
                 rows = pl.Series(range(clean.height), dtype=pl.UInt32).filter(bad)
                 parts: list[pl.Expr] = []
                 for j, f in enumerate(cmp.fields):
-                    parts += [pl.lit(("{" if j == 0 else ", ") + f + ": "),
-                              pl.col(f).cast(pl.String)]
-                got = clean.select(pl.concat_str([*parts, pl.lit("}")]).alias("g"))[
-                    "g"].filter(bad)
+                    parts += [
+                        pl.lit(("{" if j == 0 else ", ") + f + ": "),
+                        pl.col(f).cast(pl.String),
+                    ]
+                got = clean.select(pl.concat_str([*parts, pl.lit("}")]).alias("g"))["g"].filter(bad)
                 pieces.append(
                     self._violations(
                         rows, rule.path, pl.Series([rule.name] * len(rows)), got, rule.message

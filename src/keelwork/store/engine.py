@@ -183,6 +183,64 @@ class Store:
             row = conn.execute(sa.select(quarantine).where(cond)).mappings().first()
         return dict(row) if row else None
 
+    def batch_done(self, job: str) -> tuple[set[int], set[int]]:
+        """Rows of a batch job already journaled, and rows already quarantined."""
+        with self.engine.connect() as conn:
+            j = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(journal.c.batch_row).where(journal.c.batch_job == job)
+                )
+            }
+            q = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(quarantine.c.batch_row).where(quarantine.c.batch_job == job)
+                )
+            }
+        return j, q
+
+    def batch_results(self, job: str) -> list[dict[str, Any]]:
+        """Every journaled row of a batch job, in row order."""
+        cols = [
+            journal.c.batch_row,
+            journal.c.status,
+            journal.c.output,
+            journal.c.model,
+            journal.c.fallback,
+            journal.c.request_id,
+            journal.c.error_code,
+        ]
+        q = sa.select(*cols).where(journal.c.batch_job == job).order_by(journal.c.batch_row)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def batch_violations(self, job: str) -> dict[int, Any]:
+        q = sa.select(quarantine.c.batch_row, quarantine.c.violations).where(
+            quarantine.c.batch_job == job
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(q)}
+
+    def quarantine_select(
+        self, service: str, ids: list[int] | None = None, status: str | None = "open"
+    ) -> list[dict[str, Any]]:
+        q = sa.select(quarantine).where(quarantine.c.service == service).order_by(quarantine.c.id)
+        if ids:
+            q = q.where(quarantine.c.id.in_(ids))
+        if status:
+            q = q.where(quarantine.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def mark_replayed(self, ident: int, request_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                quarantine.update()
+                .where(quarantine.c.id == ident)
+                .values(status="replayed", replayed_request_id=request_id)
+            )
+
     def count(self, table: str, service: str | None = None) -> int:
         t = {"journal": journal, "quarantine": quarantine}[table]
         q = sa.select(sa.func.count()).select_from(t)

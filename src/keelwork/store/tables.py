@@ -24,6 +24,9 @@ journal = sa.Table(
     sa.Column("output", sa.JSON, nullable=True),
     sa.Column("attempts", sa.JSON, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("batch_job", sa.String(32), nullable=True),
+    sa.Column("batch_row", sa.Integer, nullable=True),
+    sa.Index("ux_journal_batch", "batch_job", "batch_row", unique=True),
 )
 
 quarantine = sa.Table(
@@ -40,6 +43,20 @@ quarantine = sa.Table(
     sa.Column("raw", sa.Text, nullable=True),
     sa.Column("violations", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, default="open"),
+    sa.Column("batch_job", sa.String(32), nullable=True),
+    sa.Column("batch_row", sa.Integer, nullable=True),
+    sa.Column("replayed_request_id", sa.String(36), nullable=True),
+    sa.Index("ux_quarantine_batch", "batch_job", "batch_row", unique=True),
+)
+
+contract_versions = sa.Table(
+    "contract_versions",
+    metadata,
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("side", sa.String(8), primary_key=True),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
 )
 
 api_keys = sa.Table(
