@@ -13,20 +13,28 @@ from keelwork.contract import Contract, ContractSpec
 SPEC = ContractSpec.model_validate(
     {
         "fields": {
-            "name": {"type": "string", "coerce": ["strip", "lowercase"], "min_length": 1,
-                     "max_length": 8, "pattern": "^[a-z ]*$"},
+            "name": {
+                "type": "string",
+                "coerce": ["strip", "lowercase"],
+                "min_length": 1,
+                "max_length": 8,
+                "pattern": "^[a-z ]*$",
+            },
             "code": {"type": "string", "required": False, "unique": True},
             "age": {"type": "integer", "required": False, "min": 0, "max": 120},
-            "score": {"type": "number", "required": False, "nullable": True, "min": -1,
-                      "max": 1},
+            "score": {"type": "number", "required": False, "nullable": True, "min": -1, "max": 1},
             "ok": {"type": "boolean", "required": False},
             "tier": {"type": "enum", "values": ["gold", "silver", 3], "required": False},
             "when": {"type": "datetime", "required": False},
             "start": {"type": "integer", "required": False},
             "end": {"type": "integer", "required": False},
             "qty": {"type": "integer", "required": False, "coerce": ["number_from_string"]},
-            "tags": {"type": "list", "required": False, "items": {"type": "string"},
-                     "max_length": 2},
+            "tags": {
+                "type": "list",
+                "required": False,
+                "items": {"type": "string"},
+                "max_length": 2,
+            },
         },
         "rules": [{"name": "end_after_start", "check": "end >= start"}],
     }
@@ -42,14 +50,23 @@ column_values: dict[str, list[st.SearchStrategy[Any]]] = {
     "score": [st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)],
     "ok": [st.booleans(), st.integers(0, 1)],
     "tier": [st.sampled_from(["gold", "silver", "bronze", "3"]), st.integers(2, 4)],
-    "when": [st.sampled_from(["2024-02-29", "2023-02-29", "2024-01-01T10:00:00Z",
-                              "2024-13-01", "2024-01-01T25:00", "yesterday",
-                              "2024-01-01 10:00:00.123+02:00"])],
+    "when": [
+        st.sampled_from(
+            [
+                "2024-02-29",
+                "2023-02-29",
+                "2024-01-01T10:00:00Z",
+                "2024-13-01",
+                "2024-01-01T25:00",
+                "yesterday",
+                "2024-01-01 10:00:00.123+02:00",
+            ]
+        )
+    ],
     "start": [st.integers(0, 10)],
     "end": [st.integers(0, 10)],
     "qty": [st.sampled_from(["1", "-2", "+3", "1.5", "x", " 4", "٣"]), st.integers(0, 9)],
-    "tags": [st.lists(st.text(max_size=2), max_size=3),
-             st.lists(st.integers(0, 2), max_size=3)],
+    "tags": [st.lists(st.text(max_size=2), max_size=3), st.lists(st.integers(0, 2), max_size=3)],
 }
 
 
@@ -76,7 +93,7 @@ def row_path(records: list[dict[str, Any]]) -> set[tuple[int, str, str]]:
     out = set()
     for i, res in enumerate(CONTRACT.check_many(records)):
         for e in res.errors:
-            out.add((i, "$" + e.path[len(f"$[{i}]"):], e.rule))
+            out.add((i, "$" + e.path[len(f"$[{i}]") :], e.rule))
     return out
 
 
@@ -103,12 +120,22 @@ def test_typed_batches_take_the_vectorised_path() -> None:
 
 
 def test_csv_cells_are_text_and_numbers_are_read_from_them() -> None:
-    df = pl.DataFrame({"name": ["a", "b", "c"], "age": ["7", "x", "130"],
-                       "ok": ["true", "No", "maybe"], "when": ["2024-01-01", None, "2024-02-30"]},
-                      schema={k: pl.String for k in ("name", "age", "ok", "when")})
+    df = pl.DataFrame(
+        {
+            "name": ["a", "b", "c"],
+            "age": ["7", "x", "130"],
+            "ok": ["true", "No", "maybe"],
+            "when": ["2024-01-01", None, "2024-02-30"],
+        },
+        schema={k: pl.String for k in ("name", "age", "ok", "when")},
+    )
     res = CONTRACT.columnar.validate_frame(df, text_cells=True)
     got = {(r["row"], r["path"], r["rule"]) for r in res.violations.iter_rows(named=True)}
-    assert got == {(1, "$.age", "type"), (2, "$.age", "max"), (2, "$.ok", "type"),
-                   (2, "$.when", "datetime")}
+    assert got == {
+        (1, "$.age", "type"),
+        (2, "$.age", "max"),
+        (2, "$.ok", "type"),
+        (2, "$.when", "datetime"),
+    }
     assert res.valid.to_list() == [True, False, False]
     assert res.clean["age"].to_list() == [7, None, None]

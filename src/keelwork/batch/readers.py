@@ -168,7 +168,10 @@ def _pad(cols: list[list[str | None]]) -> None:
 
 def _unreadable(table: Table, i: int, rule: str, message: str, raw: str) -> None:
     table.unreadable[i] = [Violation("$", rule, None, message)]
-    table.raw[i] = raw.encode("utf-8", errors="backslashreplace").decode("utf-8")[:65536]
+    # undecodable bytes are kept visible as \xNN, exactly as they were in the file
+    table.raw[i] = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[
+        :65536
+    ]
 
 
 class _DuplicateKey(ValueError):
