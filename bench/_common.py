@@ -5,7 +5,8 @@ code with the same ``uvicorn.Config`` and differ only in the ASGI app:
 
     python bench/_common.py serve MODE --port P [--database-url URL]
 
-MODE is keelwork, keelwork-inline (the demo with ``executor: inline``), bare or bare-thread.
+MODE is keelwork (the demo spec as shipped), keelwork-thread (the demo with its classifier on
+``executor: thread``, i.e. its own worker pool), bare or bare-thread.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ DEMO = ROOT / "examples" / "support_triage"
 TEST_CSV = DEMO / "data" / "test.csv"
 MODEL = DEMO / "model.skops"
 PREDICT_PATH = "/v1/services/support_triage/predict"
-SERVER_MODES = ("keelwork", "keelwork-inline", "bare", "bare-thread")
+SERVER_MODES = ("keelwork", "keelwork-thread", "bare", "bare-thread")
 
 
 def load_texts(limit: int | None = None) -> list[str]:
@@ -157,25 +158,32 @@ def bare_app(*, thread_hop: bool) -> Any:
     return Starlette(routes=[Route(PREDICT_PATH, predict, methods=["POST"])])
 
 
-def demo_service(database_url: str, *, inline: bool = False) -> Any:
-    """The demo service as its spec says, or with its model run inline (``executor: inline``)."""
+def demo_service(database_url: str, *, executor: str | None = None) -> Any:
+    """The demo service as its spec says, or with its classifier's ``executor`` overridden.
+
+    The override is made in memory with ``model_copy``; no file changes. The classifier's
+    provider is checked afterwards, so a variant cannot silently run the other way.
+    """
     import keelwork
 
-    if not inline:
-        return keelwork.load_service(DEMO, database_url=database_url)
-    spec = keelwork.load_spec(DEMO)
-    models = dict(spec.models)
-    models["classifier"] = models["classifier"].model_copy(update={"executor": "inline"})
-    return keelwork.Service(
-        spec.model_copy(update={"models": models}), DEMO, database_url=database_url
-    )
+    if executor is None:
+        svc = keelwork.load_service(DEMO, database_url=database_url)
+    else:
+        spec = keelwork.load_spec(DEMO)
+        models = dict(spec.models)
+        models["classifier"] = models["classifier"].model_copy(update={"executor": executor})
+        spec = spec.model_copy(update={"models": models})
+        svc = keelwork.Service(spec, DEMO, database_url=database_url)
+    want = svc.spec.models["classifier"].executor
+    if classifier_executor(svc).split(":")[0] != want:
+        raise RuntimeError(f"classifier runs {classifier_executor(svc)}, spec says {want}")
+    return svc
 
 
-def keelwork_app(database_url: str, *, inline: bool = False) -> Any:
-    """The demo service with every stage on: key check, contract, chain, journal, metrics."""
-    from keelwork.server import create_app
-
-    return create_app([demo_service(database_url, inline=inline)])
+def classifier_executor(svc: Any) -> str:
+    """How the demo's classifier runs: ``inline``, or ``thread:N`` for its own N-thread pool."""
+    pool = svc.providers["classifier"].pool
+    return "inline" if pool is None else f"thread:{pool._max_workers}"
 
 
 def serve(mode: str, port: int, database_url: str | None) -> None:
@@ -185,7 +193,11 @@ def serve(mode: str, port: int, database_url: str | None) -> None:
     if mode.startswith("keelwork"):
         if not database_url:
             raise SystemExit(f"serve {mode} needs --database-url")
-        app = keelwork_app(database_url, inline=mode == "keelwork-inline")
+        from keelwork.server import create_app
+
+        svc = demo_service(database_url, executor="thread" if mode == "keelwork-thread" else None)
+        app = create_app([svc])
+        print(f"KWEXECUTOR {classifier_executor(svc)}", flush=True)  # read back by overhead.py
     else:
         app = bare_app(thread_hop=mode == "bare-thread")
     config = uvicorn.Config(
