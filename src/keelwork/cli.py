@@ -25,7 +25,9 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Inspect rejected records.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+contract_app = typer.Typer(help="Contract versions and changes.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(contract_app, name="contract")
 
 DirArg = Annotated[Path, typer.Argument(help="The service directory (holds keelwork.yaml).")]
 DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="The service directory.")]
@@ -387,6 +389,103 @@ def quarantine_replay(
         _err_console().print(
             escape(f"  {qid}: " + "; ".join(f"{e['path']} {e['rule']}" for e in errs))
         )
+
+
+@contract_app.command("diff")
+def contract_diff(
+    directory: DirArg,
+    against: Annotated[Path, typer.Option("--against", help="The new keelwork.yaml.")],
+    last: Annotated[int, typer.Option(help="How many journaled inputs to judge.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    database_url: DbOpt = None,
+) -> None:
+    """What the new contract would reject among the last N journaled inputs."""
+    from keelwork.contract import Contract
+    from keelwork.contract.diff import diff_contracts
+    from keelwork.spec import load_spec
+
+    try:
+        spec = load_spec(directory)
+        new_spec = load_spec(against)
+        current = Contract(spec.input, directory, where="input")
+        new = Contract(
+            new_spec.input,
+            against.parent if against.is_file() else against,
+            where=f"{against}: input",
+        )
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    inputs = _store(directory, database_url).recent_inputs(spec.service.name, last)
+    report = diff_contracts(current, new, inputs)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), default=str, indent=2))
+        return
+    con = _console()
+    con.print(f"contract {current.version} -> {new.version}")
+    for name in report.fields_added:
+        con.print(f"  [green]+ field[/] {name}")
+    for name in report.fields_removed:
+        con.print(f"  [red]- field[/] {name}")
+    for name, changes in report.fields_changed.items():
+        for key, ch in changes.items():
+            con.print(escape(f"  ~ {name}.{key}: {ch['from']!r} -> {ch['to']!r}"))
+    table = Table("of the last journaled inputs", "count", title="what the change would do")
+    table.add_row("examined", str(report.examined))
+    table.add_row("accepted by both", str(report.both_accept))
+    table.add_row("rejected by both", str(report.both_reject))
+    table.add_row("[red]newly rejected[/]", str(report.newly_rejected))
+    for rule, n in report.new_rules.most_common():
+        table.add_row(f"  by {rule}", str(n))
+    table.add_row("[green]newly accepted[/]", str(report.newly_accepted))
+    con.print(table)
+    for ex in report.examples[:5]:
+        con.print(
+            escape(
+                f"  e.g. {json.dumps(ex['record'], default=str)[:100]}: "
+                + "; ".join(f"{v['path']} {v['rule']}" for v in ex["violations"])
+            )
+        )
+
+
+@contract_app.command("history")
+def contract_history(directory: DirArg, database_url: DbOpt = None) -> None:
+    """Every contract version this service has run with, and when it was first seen."""
+    rows = _store(directory, database_url).contract_history(_spec_name(directory))
+    table = Table("first seen", "side", "version", "fields", title="contract versions")
+    for r in rows:
+        fields = ", ".join(list((r["spec"] or {}).get("fields", {}))[:8])
+        table.add_row(f"{r['first_seen']:%Y-%m-%d %H:%M:%S}", r["side"], r["version"], fields)
+    _console().print(table)
+
+
+@app.command()
+def profile(
+    data: Annotated[Path, typer.Argument(help="A .csv, .jsonl or .parquet file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write profile.json.")],
+    bins: Annotated[int, typer.Option(help="Histogram bins for numbers.")] = 20,
+    top: Annotated[int, typer.Option(help="Top categories kept for text.")] = 20,
+) -> None:
+    """Profile a data set: the reference that drift monitoring compares live traffic to."""
+    from keelwork.monitor.profile import load_frame, profile_frame
+
+    try:
+        frame = load_frame(data)
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+    result = profile_frame(frame, bins=bins, top=top, source=str(data))
+    out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    table = Table("column", "type", "nulls", "summary", title=f"profile of {data}")
+    for name, col in result["columns"].items():
+        if col.get("kind") == "numeric" and "min" in col:
+            summary = f"{col['min']:g} .. {col['max']:g}, median {col['quantiles']['p50']:g}"
+        elif col.get("kind") == "text" and "length" in col:
+            top_v = col["top"][0]["value"] if col.get("top") else ""
+            summary = f"{col['distinct']} distinct, top {top_v!r}, len {col['length']['mean']:.0f}"
+        else:
+            summary = col.get("kind", "")
+        table.add_row(name, col["type"], f"{col['null_rate']:.1%}", escape(summary))
+    _console().print(table)
+    _console().print(f"{result['rows']} rows; wrote {out}")
 
 
 def _spec_name(directory: Path) -> str:

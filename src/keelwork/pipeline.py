@@ -58,6 +58,7 @@ class Call:
     source: str = "request"
     batch_job: str | None = None
     batch_row: int | None = None
+    violations: list[Violation] = field(default_factory=list)  # found across a whole batch
 
     @property
     def latency_ms(self) -> float:
@@ -163,18 +164,22 @@ def parse_json(body: bytes, max_bytes: int) -> Any:
 class ValidateInput:
     """The input contract: every violation reported at once (422), the record quarantined."""
 
-    def __init__(self, contract: Contract) -> None:
+    def __init__(self, contract: Contract, metrics: Metrics) -> None:
         self.contract = contract
+        self.metrics = metrics
 
     async def __call__(self, call: Call) -> None:
-        clean, errors = self.contract.validate(call.record)
+        checked = self.contract.check(call.record)
+        errors = checked.errors + call.violations if call.violations else checked.errors
+        for path, coercion in checked.coerced:
+            self.metrics.coerced(path, coercion)
         if errors:
             names = ", ".join(f"{e.path} ({e.rule})" for e in errors)
             raise ContractError(
                 f"the input broke {len(errors)} rule(s) of the contract: {names}",
                 details=errors,
             )
-        call.clean = clean
+        call.clean = checked.clean
 
 
 class CallModels:

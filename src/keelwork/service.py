@@ -80,6 +80,10 @@ class Service:
             database_url or default_url(self.directory), synchronous="FULL" if sync else "NORMAL"
         )
         self.store.migrate()
+        for side, contract in (("input", self.input_contract), ("output", self.output_contract)):
+            self.store.record_contract(
+                self.name, side, contract.version, contract.spec.model_dump(mode="json")
+            )
         self.metrics = metrics or Metrics(self.name)
         self.keys = KeyStore(self.store)
         self.providers = {
@@ -111,7 +115,7 @@ class Service:
             [
                 Authenticate(self.keys, spec.access),
                 ParseBody(spec.limits.max_body_bytes),
-                ValidateInput(self.input_contract),
+                ValidateInput(self.input_contract, self.metrics),
                 CallModels(self.chain, self.metrics),
             ],
             self.journal,
@@ -239,14 +243,28 @@ class Service:
             await self.pipeline.record(head)
             return head
         gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
+        across = self._batch_violations(records)
 
         async def one(i: int, rec: Any) -> Call:
             async with gate:
-                return await self.pipeline.run(
-                    Call(self.name, principal=head.principal, record=rec, source=f"batch[{i}]")
-                )
+                call = Call(self.name, principal=head.principal, record=rec, source=f"batch[{i}]")
+                call.violations = across.get(i, [])
+                return await self.pipeline.run(call)
 
         return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(records))))
+
+    def _batch_violations(self, records: list[Any]) -> dict[int, list[Violation]]:
+        """Rules that only a whole batch can break (uniqueness), by record index."""
+        if not self.input_contract.unique:
+            return {}
+        out: dict[int, list[Violation]] = {}
+        for i, res in enumerate(self.input_contract.check_many(records)):
+            prefix = f"$[{i}]"
+            for e in res.errors:
+                if e.rule == "unique":
+                    moved = Violation("$" + e.path[len(prefix) :], e.rule, e.got, e.message)
+                    out.setdefault(i, []).append(moved)
+        return out
 
 
 def load_service(

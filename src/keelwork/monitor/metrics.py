@@ -70,6 +70,12 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.coercions = Counter(
+            "keelwork_coercions",
+            "Values changed by a declared coercion (never silent)",
+            ["service", "field", "coercion"],
+            registry=r,
+        )
         self._latency = self.latency.labels(service)
         self._status: dict[str, Counter] = {}
 
@@ -90,6 +96,9 @@ class Metrics:
         self._latency.observe(seconds)
         if error_code:
             self.errors.labels(self.service, error_code).inc()
+
+    def coerced(self, path: str, coercion: str) -> None:
+        self.coercions.labels(self.service, path, coercion).inc()
 
     def track_depth(self, depth: Callable[[], int]) -> None:
         self.journal_depth.labels(self.service).set_function(depth)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
-from keelwork.store.tables import journal, quarantine
+from keelwork.store.tables import contract_versions, journal, quarantine
 
 log = logging.getLogger("keelwork.store")
 _PAYLOAD_COLUMNS = ("input", "output", "attempts", "record", "violations")
@@ -240,6 +240,52 @@ class Store:
                 .where(quarantine.c.id == ident)
                 .values(status="replayed", replayed_request_id=request_id)
             )
+
+    def record_contract(self, service: str, side: str, version: str, spec: Any) -> None:
+        """Remember each contract version the first time a service runs with it."""
+        with self.engine.begin() as conn:
+            seen = conn.execute(
+                sa.select(contract_versions.c.version).where(
+                    contract_versions.c.service == service,
+                    contract_versions.c.side == side,
+                    contract_versions.c.version == version,
+                )
+            ).first()
+            if seen is not None:
+                return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    contract_versions.insert().values(
+                        service=service,
+                        side=side,
+                        version=version,
+                        spec=spec,
+                        first_seen=datetime.now(UTC),
+                    )
+                )
+        except sa.exc.IntegrityError:  # another replica recorded it first
+            return
+
+    def contract_history(self, service: str) -> list[dict[str, Any]]:
+        q = (
+            sa.select(contract_versions)
+            .where(contract_versions.c.service == service)
+            .order_by(contract_versions.c.first_seen)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def recent_inputs(self, service: str, limit: int) -> list[Any]:
+        """The last ``limit`` journaled inputs (accepted or rejected), newest first."""
+        q = (
+            sa.select(journal.c.input)
+            .where(journal.c.service == service, journal.c.input.is_not(None))
+            .order_by(journal.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(q)]
 
     def count(self, table: str, service: str | None = None) -> int:
         t = {"journal": journal, "quarantine": quarantine}[table]
