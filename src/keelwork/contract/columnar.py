@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from keelwork.contract.language import FieldSpec
@@ -312,7 +313,7 @@ class ColumnarContract:
                 exprs.append(pl.col(name))
         out = df.select(exprs)
         pieces: list[pl.DataFrame] = []
-        invalid = pl.Series("__invalid__", [False] * n, dtype=pl.Boolean)
+        invalid = pl.Series("__invalid__", np.zeros(n, dtype=bool))
         coerced: dict[tuple[str, str], int] = {}
         field_ok: dict[str, pl.Series] = {}
         for p in plans:
