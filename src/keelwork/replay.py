@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from keelwork.pipeline import Call, CallModels, Pipeline
+from keelwork.pipeline import Call
 from keelwork.security.keys import LOCAL
 from keelwork.service import Service
-from keelwork.store.journal import Journal
 
 
 @dataclass(slots=True)
@@ -38,16 +37,7 @@ async def replay(
     fixed = fixed or {}
     report = ReplayReport()
     rows = svc.store.quarantine_select(svc.name, ids=ids or list(fixed) or None)
-    journal = Journal(svc.store, sync=True)
-    pipeline = Pipeline(
-        svc.name,
-        [CallModels(svc.chain, svc.metrics)],
-        journal,
-        svc.metrics,
-        svc.input_contract,
-        store_inputs=svc.spec.journal.store_inputs,
-        service_version=svc.spec.service.version,
-    )
+    journal, pipeline = svc.committed_scoring()
     await journal.start()
     try:
         for row in rows:

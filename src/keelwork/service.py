@@ -253,6 +253,22 @@ class Service:
 
         return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(records))))
 
+    def committed_scoring(self, queue_size: int = 1024) -> tuple[Journal, Pipeline]:
+        """A journal that commits before answering and a pipeline that only calls the models,
+        for records already validated (file batches, replays): each outcome is durable before
+        it counts as done, which is what makes those jobs resumable and idempotent."""
+        journal = Journal(self.store, sync=True, queue_size=queue_size)
+        pipeline = Pipeline(
+            self.name,
+            [CallModels(self.chain, self.metrics)],
+            journal,
+            self.metrics,
+            self.input_contract,
+            store_inputs=self.spec.journal.store_inputs,
+            service_version=self.spec.service.version,
+        )
+        return journal, pipeline
+
     def _batch_violations(self, records: list[Any]) -> dict[int, list[Violation]]:
         """Rules that only a whole batch can break (uniqueness), by record index."""
         if not self.input_contract.unique:

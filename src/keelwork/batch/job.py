@@ -23,10 +23,9 @@ import polars as pl
 
 from keelwork.batch.readers import Table, read_table
 from keelwork.errors import ContractError, Violation
-from keelwork.pipeline import Call, CallModels, Pipeline
+from keelwork.pipeline import Call, Pipeline
 from keelwork.security.keys import LOCAL
 from keelwork.service import Service
-from keelwork.store.journal import Journal
 
 Progress = Callable[[int, int], None]
 
@@ -92,18 +91,7 @@ class BatchJob:
         for errs in rejected.values():
             summary.rejected_by_rule.update({e.rule for e in errs})
         done_j, done_q = await asyncio.to_thread(svc.store.batch_done, self.id)
-        journal = Journal(
-            svc.store, sync=True, max_batch=512, queue_size=max(1024, self.concurrency * 4)
-        )
-        pipeline = Pipeline(
-            svc.name,
-            [CallModels(svc.chain, svc.metrics)],
-            journal,
-            svc.metrics,
-            svc.input_contract,
-            store_inputs=svc.spec.journal.store_inputs,
-            service_version=svc.spec.service.version,
-        )
+        journal, pipeline = svc.committed_scoring(max(1024, self.concurrency * 4))
         await journal.start()
         try:
             await self._quarantine(table, rejected, done_q, pipeline)
