@@ -21,6 +21,7 @@ SPEC = ContractSpec.model_validate(
                 "pattern": "^[a-z ]*$",
             },
             "code": {"type": "string", "required": False, "unique": True},
+            "ref": {"type": "string", "required": False, "pattern": "^[a-z$]+$"},
             "age": {"type": "integer", "required": False, "min": 0, "max": 120},
             "score": {"type": "number", "required": False, "nullable": True, "min": -1, "max": 1},
             "ok": {"type": "boolean", "required": False},
@@ -46,6 +47,7 @@ texts = st.text(alphabet=st.sampled_from("aB z\t\u00a0\x1c1-"), max_size=10)
 column_values: dict[str, list[st.SearchStrategy[Any]]] = {
     "name": [texts, st.integers(-5, 5)],
     "code": [st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3)],
+    "ref": [st.sampled_from(["abc", "abc\n", "ab$", "a\nb", "", "ABC"])],
     "age": [st.integers(-10, 130), st.floats(-10, 130), st.text(max_size=3)],
     "score": [st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)],
     "ok": [st.booleans(), st.integers(0, 1)],

@@ -96,6 +96,8 @@ class Contract:
             if not hasattr(self._model, "model_validate"):
                 raise SpecError(f"{where}.model: {spec.model} is not a pydantic model")
         self._columnar: ColumnarContract | None = None
+        if any(fs.pattern for fs in spec.fields.values()):
+            _ = self.columnar  # a pattern both engines cannot run is a load error, not a surprise
 
     # --- the row path --------------------------------------------------------------------
 

@@ -83,6 +83,36 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def python_pattern(pattern: str) -> str:
+    """The pattern as Python's ``re`` must read it to mean what the columnar engine means.
+
+    In Python ``$`` also matches before a final newline; in Polars' engine it matches only at
+    the very end. Unescaped ``$`` outside character classes becomes ``\\Z`` so that
+    ``"ABC\\n"`` fails ``^[A-Z]+$`` on both paths.
+    """
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":  # a literal ] first in the class
+                out.append("[]")
+                i += 2
+                continue
+        elif ch == "$":
+            ch = "\\Z"
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 def valid_date(text: str) -> bool:
     """The calendar check both paths make after the shape matched (no 30 February)."""
     try:
@@ -147,7 +177,7 @@ def _compile_type(fs: FieldSpec, enum_values: list[Any] | None) -> Check:
     t = fs.type
 
     if t == "string":
-        pattern = re.compile(fs.pattern) if fs.pattern is not None else None
+        pattern = re.compile(python_pattern(fs.pattern)) if fs.pattern is not None else None
 
         def check_string(v: Any, path: str, errors: Errors, _c: Coerced) -> Any:
             if not isinstance(v, str):
@@ -158,7 +188,7 @@ def _compile_type(fs: FieldSpec, enum_values: list[Any] | None) -> Check:
             if lmax is not None and n > lmax:
                 return _bad(errors, path, "max_length", v, f"allows at most {lmax} characters")
             if pattern is not None and pattern.search(v) is None:
-                return _bad(errors, path, "pattern", v, f"does not match {pattern.pattern!r}")
+                return _bad(errors, path, "pattern", v, f"does not match {fs.pattern!r}")
             return v
 
         return check_string
