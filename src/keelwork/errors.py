@@ -99,10 +99,27 @@ class OverloadedError(KeelworkError):
 
 
 class ModelError(KeelworkError):
-    """One model attempt failed; the fallback chain decides what happens next."""
+    """One model attempt failed; the fallback chain decides what happens next.
+
+    ``retryable`` says whether trying the same model again can help (timeouts, 429, 5xx,
+    dropped connections, malformed answers) or cannot (other 4xx, a bug in the model code);
+    ``retry_after`` carries the provider's own Retry-After, in seconds.
+    """
 
     code = "model.failed"
     status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass(slots=True)

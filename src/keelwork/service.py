@@ -26,6 +26,7 @@ from keelwork.pipeline import (
 )
 from keelwork.providers import build_provider
 from keelwork.reliability import CallPolicy, FallbackChain, Link, Retry, Timeout
+from keelwork.reliability.breaker import CircuitBreaker, State
 from keelwork.security.keys import LOCAL, KeyStore, Principal
 from keelwork.spec import ServiceSpec, load_spec
 from keelwork.store.engine import Store, default_url
@@ -91,10 +92,14 @@ class Service:
             for name in spec.chain
         }
         self.chain = FallbackChain(
-            [Link(self.providers[name], self._policy(name)) for name in spec.chain],
+            [
+                Link(self.providers[name], self._policy(name), self._breaker(name))
+                for name in spec.chain
+            ],
             accept=self.output_contract.validate,
             default=spec.routing.default,
             on_failure=self._count_failure,
+            deadline=spec.policies.deadline_ms / 1000,
         )
         self.journal = Journal(
             self.store,
@@ -138,6 +143,17 @@ class Service:
                 max_backoff=p.max_backoff_ms / 1000,
             ),
         )
+
+    def _breaker(self, name: str) -> CircuitBreaker:
+        gauge = self.metrics.breaker_state.labels(self.name, name)
+        gauge.set(0)
+        transitions = self.metrics.breaker_transitions
+
+        def changed(state: State) -> None:
+            gauge.set(int(state))
+            transitions.labels(self.name, name, state.name.lower()).inc()
+
+        return CircuitBreaker(self.spec.policies.breaker, on_change=changed)
 
     def _check_default(self) -> None:
         default = self.spec.routing.default

@@ -85,13 +85,32 @@ class RoutingSpec(_Strict):
     )
 
 
+class BreakerSpec(_Strict):
+    """A circuit breaker per model: stop calling a model that keeps failing, probe it later."""
+
+    enabled: bool = True
+    window: int = Field(default=20, gt=0, description="the last N calls judged")
+    min_calls: int = Field(default=10, gt=0, description="calls needed before it may open")
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    cooldown_ms: int = Field(default=5000, gt=0, description="open for this long, then probe")
+
+
 class PolicySpec(_Strict):
     """How hard to try each model before moving down the chain."""
 
     timeout_ms: int = Field(default=1000, gt=0)
+    deadline_ms: int = Field(
+        default=10_000, gt=0, description="the whole chain's budget, shared by every attempt"
+    )
     retries: int = Field(default=0, ge=0, le=10)
     backoff_ms: int = Field(default=20, ge=0)
     max_backoff_ms: int = Field(default=1000, ge=0)
+    breaker: BreakerSpec = BreakerSpec()
+    max_concurrency: int = Field(default=64, gt=0, description="requests inside the models")
+    queue_timeout_ms: int = Field(
+        default=50, ge=0, description="how long a request may wait for a slot before 503"
+    )
+    max_queue: int = Field(default=256, ge=0, description="waiting requests beyond: 503 at once")
 
 
 class JournalSpec(_Strict):

@@ -76,6 +76,27 @@ class Metrics:
             ["service", "field", "coercion"],
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "keelwork_breaker_state",
+            "Circuit breaker per model: 0 closed, 1 half-open, 2 open",
+            ["service", "model"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "keelwork_breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            ["service", "model", "state"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "keelwork_shed",
+            "Requests refused by admission, by reason",
+            ["service", "reason"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "keelwork_inflight", "Requests inside the models now", ["service"], registry=r
+        )
         self._latency = self.latency.labels(service)
         self._status: dict[str, Counter] = {}
 

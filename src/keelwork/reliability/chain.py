@@ -1,7 +1,9 @@
 """The fallback chain: primary, then fallbacks in order, then the declared terminal answer.
 
-A model's output is checked against the output contract; an invalid answer counts as that
-model's failure and the chain moves on, so a caller never receives a malformed answer.
+A model's answer is checked against the output contract inside the attempt, so an invalid
+answer is a (retryable) failure of that model and a caller never receives a malformed answer.
+A model whose circuit is open is skipped at once; a request whose deadline has run out goes
+straight to the terminal.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from keelwork.errors import Attempt, ModelError, Violation
 from keelwork.providers.base import Provider
-from keelwork.reliability.policy import CallPolicy
+from keelwork.reliability.breaker import CircuitBreaker
+from keelwork.reliability.policy import CallPolicy, Deadline
 
 Accept = Callable[[Any], tuple[dict[str, Any], list[Violation]]]
 TERMINAL = "default"
@@ -24,6 +26,7 @@ TERMINAL = "default"
 class Link:
     provider: Provider
     policy: CallPolicy
+    breaker: CircuitBreaker | None = None
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class FallbackChain:
         accept: Accept,
         default: dict[str, Any] | None,
         on_failure: Callable[[str, str], None] | None = None,
+        deadline: float = 10.0,
     ) -> None:
         if not links:
             raise ValueError("a fallback chain needs at least one model")
@@ -51,26 +55,56 @@ class FallbackChain:
         self.accept = accept
         self.default = default
         self.on_failure = on_failure
+        self.deadline = deadline
 
     async def __call__(
         self, record: dict[str, Any], attempts: list[Attempt] | None = None
     ) -> Answer:
         """Answer ``record``; every attempt made is appended to ``attempts`` as it happens."""
         attempts = [] if attempts is None else attempts
+        deadline = Deadline.after(self.deadline)
         for i, link in enumerate(self.links):
             p = link.provider
+            if link.breaker is not None and not link.breaker.allow():
+                attempts.append(
+                    Attempt(
+                        model=p.name,
+                        ok=False,
+                        error_code="model.circuit_open",
+                        error="circuit open: skipped without a call",
+                    )
+                )
+                self._failed(p.name, "model.circuit_open")
+                continue
+            if deadline.remaining() <= 0:
+                attempts.append(
+                    Attempt(
+                        model=p.name,
+                        ok=False,
+                        error_code="model.deadline",
+                        error="no time left in the request's deadline",
+                    )
+                )
+                continue
             t0 = time.perf_counter()
-            try:
-                raw, retries = await link.policy.run(partial(p, record))
-                output, errors = self.accept(raw)
+
+            async def attempt(p: Provider = p) -> dict[str, Any]:
+                output, errors = self.accept(await p(record))
                 if errors:
                     raise ModelError(
                         "the model's answer broke the output contract: "
                         + "; ".join(f"{e.path} {e.message}" for e in errors),
                         code="model.invalid_output",
                         details=errors,
+                        retryable=True,
                     )
+                return output
+
+            try:
+                output, retries = await link.policy.run(attempt, deadline)
             except ModelError as exc:
+                if link.breaker is not None:
+                    link.breaker.record(False)
                 attempts.append(
                     Attempt(
                         model=p.name,
@@ -80,15 +114,20 @@ class FallbackChain:
                         latency_ms=(time.perf_counter() - t0) * 1000,
                     )
                 )
-                if self.on_failure is not None:
-                    self.on_failure(p.name, exc.code)
+                self._failed(p.name, exc.code)
                 continue
+            except BaseException:
+                if link.breaker is not None:  # cancelled: free a half-open probe slot
+                    link.breaker.record(False)
+                raise
+            if link.breaker is not None:
+                link.breaker.record(True)
             attempts.append(
                 Attempt(
                     model=p.name,
                     ok=True,
-                    latency_ms=(time.perf_counter() - t0) * 1000,
                     retries=retries,
+                    latency_ms=(time.perf_counter() - t0) * 1000,
                 )
             )
             return Answer(output, p.name, p.version, fallback=i > 0, attempts=attempts)
@@ -104,3 +143,7 @@ class FallbackChain:
             ],
             headers={"Retry-After": "1"},
         )
+
+    def _failed(self, model: str, code: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(model, code)

@@ -1,9 +1,12 @@
-"""Small composable call policies: a per-attempt timeout and retry with full-jitter backoff."""
+"""Small composable call policies: a deadline shared by every attempt, a per-attempt timeout,
+and retry with full-jitter backoff that honours the provider's Retry-After and never retries
+what cannot succeed."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -11,6 +14,9 @@ from typing import TypeVar
 from keelwork.errors import ModelError
 
 T = TypeVar("T")
+
+# Exceptions from model code that say "try again" rather than "this input breaks me".
+_TRANSIENT = (ConnectionError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,20 @@ class Timeout:
     def __post_init__(self) -> None:
         if self.seconds <= 0:
             raise ValueError(f"Timeout(seconds={self.seconds}): must be > 0")
+
+
+@dataclass(slots=True)
+class Deadline:
+    """The time left for a whole request; every attempt and every backoff draws on it."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,34 +57,53 @@ class Retry:
         if self.attempts < 0:
             raise ValueError(f"Retry(attempts={self.attempts}): must be >= 0")
 
-    def delay(self, n: int) -> float:
-        """Full jitter (AWS architecture blog): spreads retries so they do not stampede."""
-        return self.rng.uniform(0.0, min(self.max_backoff, self.backoff * (2**n)))
+    def delay(self, n: int, retry_after: float | None = None) -> float:
+        """Full jitter (AWS architecture blog), but never sooner than the provider asked."""
+        jitter = self.rng.uniform(0.0, min(self.max_backoff, self.backoff * (2**n)))
+        return max(jitter, retry_after or 0.0)
+
+
+def as_model_error(exc: BaseException, timeout: float) -> ModelError:
+    """Classify any failure of one attempt."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ModelError(
+            f"no answer within {timeout * 1000:.0f} ms", code="model.timeout", retryable=True
+        )
+    return ModelError(
+        f"{type(exc).__name__}: {exc}",
+        code="model.unreachable" if isinstance(exc, _TRANSIENT) else "model.exception",
+        retryable=isinstance(exc, _TRANSIENT),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class CallPolicy:
-    """Timeout per attempt plus retries; returns the result and how many retries it took."""
+    """Timeout per attempt plus retries within a deadline; returns (result, retries)."""
 
     timeout: Timeout
     retry: Retry = Retry()
 
-    async def run(self, fn: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+    async def run(
+        self, fn: Callable[[], Awaitable[T]], deadline: Deadline | None = None
+    ) -> tuple[T, int]:
         n = 0
         while True:
+            budget = self.timeout.seconds
+            if deadline is not None:
+                budget = min(budget, deadline.remaining())
+                if budget <= 0:
+                    raise ModelError("the request's deadline has passed", code="model.deadline")
             try:
-                async with asyncio.timeout(self.timeout.seconds):
+                async with asyncio.timeout(budget):
                     return await fn(), n
-            except TimeoutError:
-                err: Exception = ModelError(
-                    f"no answer within {self.timeout.seconds * 1000:.0f} ms",
-                    code="model.timeout",
-                )
-            except ModelError as exc:
-                err = exc
             except Exception as exc:
-                err = ModelError(f"{type(exc).__name__}: {exc}", code="model.exception")
-            if n >= self.retry.attempts:
+                err = as_model_error(exc, budget)
+            if n >= self.retry.attempts or not err.retryable:
                 raise err
-            await asyncio.sleep(self.retry.delay(n))
+            pause = self.retry.delay(n, err.retry_after)
+            if deadline is not None and pause >= deadline.remaining():
+                raise err  # waiting as asked would leave no time to answer
+            await asyncio.sleep(pause)
             n += 1
