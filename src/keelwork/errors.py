@@ -98,6 +98,13 @@ class OverloadedError(KeelworkError):
     status = 503
 
 
+class RateLimitedError(KeelworkError):
+    """The key spent its allowance; Retry-After says when there will be room."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class ModelError(KeelworkError):
     """One model attempt failed; the fallback chain decides what happens next.
 

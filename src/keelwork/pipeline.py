@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -59,6 +60,14 @@ class Call:
     batch_job: str | None = None
     batch_row: int | None = None
     violations: list[Violation] = field(default_factory=list)  # found across a whole batch
+    cleanup: list[Callable[[], None]] = field(default_factory=list)  # run once models are done
+
+    replay_of: str | None = None  # the earlier request this one repeats (Idempotency-Key)
+    idempotency_key: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.replay_of is not None
 
     @property
     def latency_ms(self) -> float:
@@ -67,6 +76,8 @@ class Call:
     @property
     def status(self) -> str:
         if self.error is None:
+            if self.replay_of is not None:
+                return "replayed"
             return "fallback" if self.answer is not None and self.answer.fallback else "ok"
         if isinstance(self.error, ContractError | RequestError):
             return "rejected"
@@ -221,6 +232,8 @@ class Pipeline:
         try:
             for stage in self.stages:
                 await stage(call)
+                if call.finished:
+                    break
         except KeelworkError as exc:
             call.error = exc
         except Exception as exc:  # a bug must still leave a record and a clean 500
@@ -230,6 +243,9 @@ class Pipeline:
                 f"{call.request_id}",
                 code="internal",
             )
+        finally:
+            for done in call.cleanup:
+                done()
         await self.record(call)
         return call
 
@@ -281,6 +297,7 @@ class Pipeline:
             "latency_ms": call.latency_ms,
             "batch_job": call.batch_job,
             "batch_row": call.batch_row,
+            "idempotency_key": call.idempotency_key if call.replay_of is None else None,
         }
         qrow = None
         if status == "rejected" and err is not None:

@@ -26,9 +26,12 @@ from keelwork.pipeline import (
 )
 from keelwork.providers import build_provider
 from keelwork.reliability import CallPolicy, FallbackChain, Link, Retry, Timeout
+from keelwork.reliability.admission import Admission, Admit, RateLimit
 from keelwork.reliability.breaker import CircuitBreaker, State
+from keelwork.reliability.idempotency import Idempotent, check_key
 from keelwork.security.keys import LOCAL, KeyStore, Principal
 from keelwork.spec import ServiceSpec, load_spec
+from keelwork.state.buckets import LocalTokenBuckets, TokenBuckets
 from keelwork.store.engine import Store, default_url
 from keelwork.store.journal import Journal
 
@@ -69,6 +72,7 @@ class Service:
         store: Store | None = None,
         database_url: str | None = None,
         metrics: Metrics | None = None,
+        buckets: TokenBuckets | None = None,
     ) -> None:
         self.spec = spec
         self.directory = Path(directory).resolve()
@@ -115,12 +119,18 @@ class Service:
             [*spec.routing.fallbacks, *(["default"] if spec.routing.default else [])],
             ["contract.violation", "auth.missing_key", "auth.invalid_key"],
         )
+        p = spec.policies
+        self.admission = Admission(p.max_concurrency, p.queue_timeout_ms / 1000, p.max_queue)
+        self.buckets: TokenBuckets = buckets or LocalTokenBuckets()
         self.pipeline = Pipeline(
             self.name,
             [
                 Authenticate(self.keys, spec.access),
+                RateLimit(spec.access.rate_limit, self.buckets, self.metrics),
                 ParseBody(spec.limits.max_body_bytes),
                 ValidateInput(self.input_contract, self.metrics),
+                Idempotent(self.store),
+                Admit(self.admission, self.metrics),
                 CallModels(self.chain, self.metrics),
             ],
             self.journal,
@@ -215,10 +225,19 @@ class Service:
 
     # --- traffic -------------------------------------------------------------------------
 
-    async def predict(self, record: dict[str, Any], *, principal: Principal = LOCAL) -> Prediction:
+    async def predict(
+        self,
+        record: dict[str, Any],
+        *,
+        principal: Principal = LOCAL,
+        idempotency_key: str | None = None,
+    ) -> Prediction:
         """Score one record through the whole pipeline; raises the error a client would get."""
         await self.ensure_started()
-        call = await self.pipeline.run(Call(self.name, principal=principal, record=record))
+        call = Call(self.name, principal=principal, record=record)
+        if idempotency_key is not None:
+            call.idempotency_key = check_key(idempotency_key)
+        call = await self.pipeline.run(call)
         if call.error is not None:
             raise call.error
         assert call.answer is not None
@@ -227,10 +246,20 @@ class Service:
             call.request_id, a.output, a.model, a.version, a.fallback, call.latency_ms
         )
 
-    async def handle(self, body: bytes, credentials: str | None) -> Call:
+    async def handle(
+        self, body: bytes, credentials: str | None, idempotency_key: str | None = None
+    ) -> Call:
         """The HTTP path: raw body and bearer key in, a finished (and recorded) Call out."""
         await self.ensure_started()
-        return await self.pipeline.run(Call(self.name, credentials=credentials, body=body))
+        call = Call(self.name, credentials=credentials, body=body)
+        if idempotency_key is not None:
+            try:
+                call.idempotency_key = check_key(idempotency_key)
+            except KeelworkError as exc:
+                call.error = exc
+                await self.pipeline.record(call)
+                return call
+        return await self.pipeline.run(call)
 
     async def handle_batch(self, body: bytes, credentials: str | None) -> Call | list[Call]:
         """A JSON list of records: one Call per record, or one failed Call for the batch."""

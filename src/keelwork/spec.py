@@ -123,7 +123,18 @@ class JournalSpec(_Strict):
     store_inputs: bool = True
 
 
+class RateLimitSpec(_Strict):
+    """Per API key, token buckets refilled continuously."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    burst: int | None = Field(
+        default=None, gt=0, description="bucket size; default: one minute's worth"
+    )
+
+
 class AccessSpec(_Strict):
+    rate_limit: RateLimitSpec = RateLimitSpec()
     require_key: bool = True
     roles: list[Role] = Field(default_factory=lambda: list(_ROLES))
 

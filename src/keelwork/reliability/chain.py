@@ -36,6 +36,7 @@ class Answer:
     version: str
     fallback: bool
     attempts: list[Attempt] = field(default_factory=list)
+    usage: dict[str, int] | None = None
 
 
 class FallbackChain:

@@ -86,11 +86,15 @@ def call_result(svc: Service, call: Call) -> dict[str, Any]:
 def _answer_headers(call: Call) -> dict[str, str]:
     a = call.answer
     assert a is not None
-    return {
+    headers = {
         "X-Request-ID": call.request_id,
         "X-Keelwork-Model": a.model,
         "X-Keelwork-Fallback": "true" if a.fallback else "false",
     }
+    if call.replay_of is not None:
+        headers["Idempotent-Replayed"] = "true"
+        headers["X-Keelwork-Replay-Of"] = call.replay_of
+    return headers
 
 
 def _predict_endpoint(svc: Service) -> Callable[[Request], Awaitable[Response]]:
@@ -98,7 +102,8 @@ def _predict_endpoint(svc: Service) -> Callable[[Request], Awaitable[Response]]:
 
     async def predict(request: Request) -> Response:
         body = await read_body(request, limit)
-        return call_response(svc, await svc.handle(body, bearer(request)))
+        idem = request.headers.get("idempotency-key")
+        return call_response(svc, await svc.handle(body, bearer(request), idem))
 
     predict.__doc__ = svc.spec.service.description or f"Score one record with {svc.name}."
     return predict

@@ -183,6 +183,23 @@ class Store:
             row = conn.execute(sa.select(quarantine).where(cond)).mappings().first()
         return dict(row) if row else None
 
+    def journal_by_idempotency(self, key_id: str, idempotency_key: str) -> dict[str, Any] | None:
+        """The first answered request made by ``key_id`` with this Idempotency-Key."""
+        who = journal.c.key_id.is_(None) if key_id == "-" else journal.c.key_id == key_id
+        q = (
+            sa.select(journal)
+            .where(
+                who,
+                journal.c.idempotency_key == idempotency_key,
+                journal.c.status.in_(("ok", "fallback")),
+            )
+            .order_by(journal.c.created_at)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
+
     def batch_done(self, job: str) -> tuple[set[int], set[int]]:
         """Rows of a batch job already journaled, and rows already quarantined."""
         with self.engine.connect() as conn:
