@@ -261,6 +261,16 @@ class Service:
                 return call
         return await self.pipeline.run(call)
 
+    async def handle_record(
+        self, record: Any, credentials: str | None, idempotency_key: str | None = None
+    ) -> Call:
+        """An already-parsed record from another surface (the OpenAI-compatible routes)."""
+        await self.ensure_started()
+        call = Call(self.name, credentials=credentials, record=record)
+        if idempotency_key is not None:
+            call.idempotency_key = idempotency_key
+        return await self.pipeline.run(call)
+
     async def handle_batch(self, body: bytes, credentials: str | None) -> Call | list[Call]:
         """A JSON list of records: one Call per record, or one failed Call for the batch."""
         await self.ensure_started()

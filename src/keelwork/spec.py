@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """One model of the routing chain: a Python callable or a stored scikit-learn model."""
 
-    kind: Literal["python", "sklearn"]
+    kind: Literal["python", "sklearn", "openai"]
     target: str | None = Field(
         default=None, description="python: `module:function`, module relative to the service"
     )
@@ -42,6 +42,14 @@ class ModelSpec(_Strict):
     label: str = "label"
     score: str | None = None
     trusted_types: list[str] = Field(default_factory=list)
+    base_url: str | None = Field(default=None, description="openai: e.g. https://api.openai.com/v1")
+    model_name: str | None = Field(default=None, description="openai: the upstream model")
+    endpoint: Literal["chat", "embeddings"] = "chat"
+    api_key_env: str | None = Field(default=None, description="openai: env var with the key")
+    api_key_file: str | None = Field(default=None, description="openai: file with the key")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="openai: fixed request parameters (temperature...)"
+    )
     version: str | None = Field(default=None, max_length=64)
     executor: Literal["thread", "inline"] = Field(
         default="thread",
@@ -61,6 +69,8 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> ModelSpec:
+        if self.kind == "openai" and not (self.base_url and self.model_name):
+            raise ValueError("an openai model needs `base_url` and `model_name`")
         if self.kind == "python" and not self.target:
             raise ValueError("a python model needs `target: module:function`")
         if self.kind == "sklearn" and not self.path:

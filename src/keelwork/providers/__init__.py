@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from keelwork.contract.language import FieldSpec
-from keelwork.providers.base import Provider
+from keelwork.providers.base import Provider, Reply
+from keelwork.providers.openai_http import OpenAIProvider
 from keelwork.providers.python import PythonProvider
 from keelwork.providers.sklearn import SklearnProvider
 from keelwork.spec import ModelSpec
@@ -17,7 +18,16 @@ def build_provider(
     """Make the provider a model spec declares; load errors name the key and the fix."""
     if spec.kind == "python":
         return PythonProvider(name, spec, service_dir)
+    if spec.kind == "openai":
+        return OpenAIProvider(name, spec, service_dir)
     return SklearnProvider(name, spec, service_dir, input_fields)
 
 
-__all__ = ["Provider", "PythonProvider", "SklearnProvider", "build_provider"]
+__all__ = [
+    "OpenAIProvider",
+    "Provider",
+    "PythonProvider",
+    "Reply",
+    "SklearnProvider",
+    "build_provider",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +16,14 @@ class Provider(Protocol):
     async def __call__(self, record: dict[str, Any]) -> Any:
         """Answer one validated record; raise on failure (the chain moves on)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer with its token usage, for providers that report it (LLM APIs)."""
+
+    output: Any
+    usage: dict[str, int] | None = None
 
 
 def worker_pool(name: str, threads: int) -> ThreadPoolExecutor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keelwork.errors import Attempt, ModelError, Violation
-from keelwork.providers.base import Provider
+from keelwork.providers.base import Provider, Reply
 from keelwork.reliability.breaker import CircuitBreaker
 from keelwork.reliability.policy import CallPolicy, Deadline
 
@@ -89,8 +89,16 @@ class FallbackChain:
                 continue
             t0 = time.perf_counter()
 
-            async def attempt(p: Provider = p) -> dict[str, Any]:
-                output, errors = self.accept(await p(record))
+            usage: list[dict[str, int] | None] = [None]
+
+            async def attempt(
+                p: Provider = p, usage: list[dict[str, int] | None] = usage
+            ) -> dict[str, Any]:
+                raw = await p(record)
+                if isinstance(raw, Reply):
+                    usage[0] = raw.usage
+                    raw = raw.output
+                output, errors = self.accept(raw)
                 if errors:
                     raise ModelError(
                         "the model's answer broke the output contract: "
@@ -131,7 +139,9 @@ class FallbackChain:
                     latency_ms=(time.perf_counter() - t0) * 1000,
                 )
             )
-            return Answer(output, p.name, p.version, fallback=i > 0, attempts=attempts)
+            return Answer(
+                output, p.name, p.version, fallback=i > 0, attempts=attempts, usage=usage[0]
+            )
         if self.default is not None:
             return Answer(dict(self.default), TERMINAL, "static", fallback=True, attempts=attempts)
         raise ModelError(

@@ -1,0 +1,183 @@
+"""An OpenAI-compatible HTTP API as a model (OpenAI, vLLM, Ollama, LiteLLM, Azure-style
+gateways): chat completions and embeddings over one pooled httpx client, with every failure
+classified so the chain knows whether to retry (429, 5xx, timeouts, dropped connections,
+malformed answers) or not (other 4xx)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keelwork.errors import ModelError, SpecError
+from keelwork.providers.base import Reply
+from keelwork.spec import ModelSpec
+
+# Request fields a chat record may carry through to the upstream, besides `messages`.
+CHAT_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "tools",
+    "tool_choice",
+)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def upstream_error(resp: httpx.Response) -> ModelError:
+    """Turn a non-2xx answer into a classified failure (never logging the key)."""
+    try:
+        detail = resp.json().get("error", {}).get("message", "")
+    except (ValueError, AttributeError):
+        detail = resp.text[:200]
+    retryable = resp.status_code == 429 or resp.status_code >= 500 or resp.status_code == 408
+    return ModelError(
+        f"upstream answered HTTP {resp.status_code}: {detail}"[:500],
+        code=f"upstream.{resp.status_code}",
+        retryable=retryable,
+        retry_after=_retry_after(resp.headers),
+    )
+
+
+def transport_error(exc: httpx.HTTPError) -> ModelError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ModelError(
+            f"upstream timed out: {type(exc).__name__}", code="model.timeout", retryable=True
+        )
+    return ModelError(
+        f"upstream connection failed: {type(exc).__name__}: {exc}"[:500],
+        code="model.unreachable",
+        retryable=True,
+    )
+
+
+class OpenAIProvider:
+    """``record["messages"]`` (chat) or ``record["input"]`` (embeddings) to the upstream."""
+
+    def __init__(self, name: str, spec: ModelSpec, service_dir: Path) -> None:
+        assert spec.base_url and spec.model_name
+        self.name = name
+        self.spec = spec
+        self.base_url = spec.base_url.rstrip("/")
+        self.version = (spec.version or f"{spec.model_name}@{self.base_url}")[:64]
+        self._key = self._api_key(spec, service_dir)
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    def _api_key(spec: ModelSpec, service_dir: Path) -> str | None:
+        if spec.api_key_file:
+            path = service_dir / spec.api_key_file
+            if not path.is_file():
+                raise SpecError(f"models: api_key_file {path} does not exist", code="spec.secret")
+            return path.read_text(encoding="utf-8").strip()
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise SpecError(
+                    f"models: environment variable {spec.api_key_env} (api_key_env) is not set",
+                    code="spec.secret",
+                )
+            return key
+        return None
+
+    def client(self) -> httpx.AsyncClient:
+        """One pooled client per event loop (a pool cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(60.0, connect=5.0),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            )
+            self._loop = loop
+        return self._client
+
+    def payload(self, record: dict[str, Any], stream: bool = False) -> dict[str, Any]:
+        if self.spec.endpoint == "embeddings":
+            return {**self.spec.params, "model": self.spec.model_name, "input": record["input"]}
+        body = {**self.spec.params, "model": self.spec.model_name, "messages": record["messages"]}
+        body.update({k: record[k] for k in CHAT_PARAMS if record.get(k) is not None})
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def __call__(self, record: dict[str, Any]) -> Reply:
+        path = "/embeddings" if self.spec.endpoint == "embeddings" else "/chat/completions"
+        try:
+            resp = await self.client().post(path, json=self.payload(record))
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+        if resp.status_code >= 400:
+            raise upstream_error(resp)
+        try:
+            body = resp.json()
+            usage = body.get("usage")
+            if self.spec.endpoint == "embeddings":
+                vectors = [d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])]
+                return Reply({"embeddings": vectors}, usage)
+            choice = body["choices"][0]
+            return Reply(
+                {
+                    "content": choice["message"].get("content") or "",
+                    "finish_reason": choice.get("finish_reason") or "stop",
+                },
+                usage,
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ModelError(
+                f"upstream sent a malformed answer ({type(exc).__name__})",
+                code="model.malformed",
+                retryable=True,
+            ) from None
+
+    async def stream(self, record: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield parsed chat.completion.chunk objects; failures are classified ModelErrors."""
+        try:
+            async with self.client().stream(
+                "POST", "/chat/completions", json=self.payload(record, stream=True)
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise upstream_error(resp)
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        yield json.loads(data)
+                    except ValueError:
+                        raise ModelError(
+                            "upstream sent a malformed stream chunk",
+                            code="model.malformed",
+                            retryable=True,
+                        ) from None
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+        raise ModelError(
+            "the upstream stream ended without [DONE]", code="model.truncated", retryable=True
+        )
