@@ -459,6 +459,22 @@ def contract_history(directory: DirArg, database_url: DbOpt = None) -> None:
 
 
 @app.command()
+def chaos(
+    upstream: Annotated[str, typer.Option(help="Where requests go, e.g. http://127.0.0.1:9000")],
+    listen: Annotated[int, typer.Option(help="Port the proxy listens on.")],
+    faults: Annotated[Path, typer.Option(help="faults.yaml: kinds, rates, seed.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """A chaos proxy: injects latency, timeouts, 429/5xx, resets, bad JSON, cut streams."""
+    from keelwork.chaos.proxy import serve_chaos
+
+    try:
+        serve_chaos(upstream, listen, faults, host=host)
+    except KeelworkError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
 def profile(
     data: Annotated[Path, typer.Argument(help="A .csv, .jsonl or .parquet file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write profile.json.")],
