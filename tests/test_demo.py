@@ -70,3 +70,42 @@ async def test_the_contract_rejects_blank_long_and_unknown(svc: keelwork.Service
             with pytest.raises(keelwork.ContractError) as info:
                 await svc.predict(bad)
             assert rule in {d.rule for d in info.value.details}
+
+
+async def test_stopping_the_primary_visibly_routes_to_the_fallback(
+    svc: keelwork.Service,
+) -> None:
+    import httpx
+
+    from keelwork.server import create_app
+
+    admin, _ = svc.keys.create("admin")
+    client_key, _ = svc.keys.create("client")
+    transport = httpx.ASGITransport(app=create_app([svc]))
+    url = "/v1/services/support_triage/predict"
+    body = {"text": "my card still has not arrived"}
+    async with svc, httpx.AsyncClient(transport=transport, base_url="http://kw") as c:
+        as_client = {"Authorization": f"Bearer {client_key}"}
+        stop = "/v1/admin/services/support_triage/models/classifier/disable"
+        assert (await c.post(stop, headers=as_client)).status_code == 403
+        assert (await c.post(stop, headers={"Authorization": f"Bearer {admin}"})).json()[
+            "state"
+        ] == "disabled"
+        r = await c.post(url, json=body, headers=as_client)
+        assert r.json()["model"] == "keyword_rule" and r.json()["fallback"] is True
+        assert r.json()["output"]["intent"] == "card_arrival"
+        page = (await c.get("/metrics")).text
+        assert 'keelwork_fallbacks_total{model="keyword_rule",service="support_triage"} 1.0' in page
+        assert 'keelwork_breaker_state{model="classifier",service="support_triage"} 2.0' in page
+        await c.post(
+            stop.replace("disable", "enable"), headers={"Authorization": f"Bearer {admin}"}
+        )
+        again = await c.post(url, json=body, headers=as_client)
+        assert again.json()["model"] == "classifier"
+    row = svc.store.journal_get(r.json()["request_id"])
+    assert row["status"] == "fallback"
+    assert row["attempts"][0] == {
+        **row["attempts"][0],
+        "model": "classifier",
+        "code": "model.circuit_open",
+    }

@@ -32,9 +32,20 @@ class CircuitBreaker:
         self._calls: deque[bool] = deque(maxlen=spec.window)
         self._opened_at = 0.0
         self._probing = False
+        self.disabled = False
+
+    def disable(self, disabled: bool) -> None:
+        """An operator's switch: a disabled model is skipped like an open circuit, until
+        enabled again (then it starts closed, with a clean window)."""
+        self.disabled = disabled
+        self._calls.clear()
+        self._probing = False
+        self._set(State.OPEN if disabled else State.CLOSED)
 
     def allow(self) -> bool:
         """May the chain call this model now?"""
+        if self.disabled:
+            return False
         if not self.spec.enabled or self.state == State.CLOSED:
             return True
         if self.state == State.OPEN:
@@ -47,7 +58,7 @@ class CircuitBreaker:
         return True
 
     def record(self, ok: bool) -> None:
-        if not self.spec.enabled:
+        if not self.spec.enabled or self.disabled:
             return
         if self.state == State.HALF_OPEN:
             self._probing = False

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 import keelwork
 from keelwork.errors import KeelworkError, Violation
+from keelwork.server.admin import add_admin_routes
 from keelwork.server.health import add_health_routes
 from keelwork.server.openai import add_openai_routes
 from keelwork.server.predict import add_predict_routes
@@ -82,6 +83,7 @@ def create_app(services: Sequence[Service], *, title: str = "keelwork") -> FastA
 
     add_predict_routes(app, services)
     add_openai_routes(app, services)
+    add_admin_routes(app, services)
     add_health_routes(app, services)
     _add_security_scheme(app)
     return app
