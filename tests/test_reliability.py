@@ -158,3 +158,16 @@ async def test_an_open_circuit_skips_the_model_without_calling_it() -> None:
     assert down.calls == 3 and ans.model == "spare"
     assert ans.attempts[0].error_code == "model.circuit_open"
     assert time.perf_counter() - t0 < 0.05
+
+
+async def test_the_last_good_answer_is_a_terminal_before_the_default() -> None:
+    from keelwork.reliability.chain import LastGood
+
+    flaky = Scripted("main", [{"label": "fresh"}, ConnectionError("down")])
+    c = FallbackChain(
+        [Link(flaky, policy())], accept, {"label": "static"}, last_good=LastGood(size=2)
+    )
+    assert (await c({"q": 1})).output == {"label": "fresh"}
+    again = await c({"q": 1})  # the model is down now
+    assert (again.model, again.output, again.fallback) == ("last_good", {"label": "fresh"}, True)
+    assert (await c({"q": 2})).output == {"label": "static"}  # never answered: the default

@@ -28,6 +28,7 @@ from keelwork.providers import build_provider
 from keelwork.reliability import CallPolicy, FallbackChain, Link, Retry, Timeout
 from keelwork.reliability.admission import Admission, Admit, RateLimit
 from keelwork.reliability.breaker import CircuitBreaker, State
+from keelwork.reliability.chain import LastGood
 from keelwork.reliability.idempotency import Idempotent, check_key
 from keelwork.security.keys import LOCAL, KeyStore, Principal
 from keelwork.spec import ServiceSpec, load_spec
@@ -104,6 +105,7 @@ class Service:
             default=spec.routing.default,
             on_failure=self._count_failure,
             deadline=spec.policies.deadline_ms / 1000,
+            last_good=LastGood(spec.routing.last_good) if spec.routing.last_good else None,
         )
         self.journal = Journal(
             self.store,

@@ -93,6 +93,13 @@ class RoutingSpec(_Strict):
     default: dict[str, Any] | None = Field(
         default=None, description="terminal answer when every model failed"
     )
+    last_good: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="keep the last good answer for this many distinct inputs; when every "
+        "model fails, an input answered before gets that answer back (before `default`)",
+    )
 
 
 class BreakerSpec(_Strict):

@@ -9,9 +9,12 @@ straight to the terminal.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from keelwork.errors import Attempt, ModelError, Violation
 from keelwork.providers.base import Provider, Reply
@@ -20,6 +23,7 @@ from keelwork.reliability.policy import CallPolicy, Deadline
 
 Accept = Callable[[Any], tuple[dict[str, Any], list[Violation]]]
 TERMINAL = "default"
+LAST_GOOD = "last_good"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,29 @@ class Answer:
     usage: dict[str, int] | None = None
 
 
+class LastGood:
+    """The last good answer per distinct input, bounded (least recently answered goes first):
+    when every model is down, a question asked before still gets a real answer."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._answers: OrderedDict[bytes, Answer] = OrderedDict()
+
+    @staticmethod
+    def _key(record: dict[str, Any]) -> bytes:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str)
+
+    def put(self, record: dict[str, Any], answer: Answer) -> None:
+        key = self._key(record)
+        self._answers[key] = answer
+        self._answers.move_to_end(key)
+        if len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+
+    def get(self, record: dict[str, Any]) -> Answer | None:
+        return self._answers.get(self._key(record))
+
+
 class FallbackChain:
     """Walks the links in order until one gives a valid answer."""
 
@@ -49,6 +76,7 @@ class FallbackChain:
         default: dict[str, Any] | None,
         on_failure: Callable[[str, str], None] | None = None,
         deadline: float = 10.0,
+        last_good: LastGood | None = None,
     ) -> None:
         if not links:
             raise ValueError("a fallback chain needs at least one model")
@@ -57,6 +85,7 @@ class FallbackChain:
         self.default = default
         self.on_failure = on_failure
         self.deadline = deadline
+        self.last_good = last_good
 
     async def __call__(
         self, record: dict[str, Any], attempts: list[Attempt] | None = None
@@ -139,9 +168,22 @@ class FallbackChain:
                     latency_ms=(time.perf_counter() - t0) * 1000,
                 )
             )
-            return Answer(
+            answer = Answer(
                 output, p.name, p.version, fallback=i > 0, attempts=attempts, usage=usage[0]
             )
+            if self.last_good is not None:
+                self.last_good.put(record, answer)
+            return answer
+        if self.last_good is not None:
+            remembered = self.last_good.get(record)
+            if remembered is not None:
+                return Answer(
+                    dict(remembered.output),
+                    LAST_GOOD,
+                    remembered.version,
+                    fallback=True,
+                    attempts=attempts,
+                )
         if self.default is not None:
             return Answer(dict(self.default), TERMINAL, "static", fallback=True, attempts=attempts)
         raise ModelError(
