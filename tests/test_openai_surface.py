@@ -201,3 +201,41 @@ def test_a_stream_that_breaks_after_it_started_ends_with_an_error(
     rows = svc.store.journal_recent("assistant_flaky", 5)
     assert rows and rows[0]["status"] == "failed"
     assert rows[0]["error_code"] == "model.stream_broken"
+
+
+def test_an_anthropic_model_behind_the_openai_surface(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keelwork.testing import AnthropicConfig, anthropic_app
+
+    cfg = AnthropicConfig(api_key="sk-ant-test")
+    upstream = ServerThread(anthropic_app(cfg)).start()
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    spec = chat_spec("claude", f"{upstream.base_url}/v1")
+    spec["models"]["llm"] = {
+        "kind": "anthropic",
+        "base_url": f"{upstream.base_url}/v1",
+        "model_name": "claude-test",
+        "api_key_env": "ANTHROPIC_API_KEY",
+        "params": {"max_tokens": 64},
+    }
+    svc = service(tmp_path, spec, f"sqlite:///{tmp_path}/a.db")
+    key, _ = svc.keys.create("client")
+    kw = ServerThread(create_app([svc])).start()
+    try:
+        client = openai.OpenAI(base_url=f"{kw.base_url}/v1", api_key=key, max_retries=0)
+        msgs = [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello there"},
+        ]
+        r = client.chat.completions.create(model="claude", messages=msgs)
+        assert r.choices[0].message.content == "echo: hello there"
+        assert r.usage is not None and r.usage.completion_tokens == 3
+        assert cfg.requests[-1]["system"] == "be brief"
+        assert [m["role"] for m in cfg.requests[-1]["messages"]] == ["user"]
+        stream = client.chat.completions.create(model="claude", messages=msgs, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == "echo: hello there"
+    finally:
+        kw.stop()
+        upstream.stop()

@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """One model of the routing chain: a Python callable or a stored scikit-learn model."""
 
-    kind: Literal["python", "sklearn", "openai"]
+    kind: Literal["python", "sklearn", "openai", "anthropic"]
     target: str | None = Field(
         default=None, description="python: `module:function`, module relative to the service"
     )
@@ -69,8 +69,8 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> ModelSpec:
-        if self.kind == "openai" and not (self.base_url and self.model_name):
-            raise ValueError("an openai model needs `base_url` and `model_name`")
+        if self.kind in ("openai", "anthropic") and not (self.base_url and self.model_name):
+            raise ValueError(f"an {self.kind} model needs `base_url` and `model_name`")
         if self.kind == "python" and not self.target:
             raise ValueError("a python model needs `target: module:function`")
         if self.kind == "sklearn" and not self.path:

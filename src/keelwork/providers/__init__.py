@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from keelwork.contract.language import FieldSpec
+from keelwork.providers.anthropic_http import AnthropicProvider
 from keelwork.providers.base import Provider, Reply
 from keelwork.providers.openai_http import OpenAIProvider
 from keelwork.providers.python import PythonProvider
@@ -20,10 +21,13 @@ def build_provider(
         return PythonProvider(name, spec, service_dir)
     if spec.kind == "openai":
         return OpenAIProvider(name, spec, service_dir)
+    if spec.kind == "anthropic":
+        return AnthropicProvider(name, spec, service_dir)
     return SklearnProvider(name, spec, service_dir, input_fields)
 
 
 __all__ = [
+    "AnthropicProvider",
     "OpenAIProvider",
     "Provider",
     "PythonProvider",

@@ -1,5 +1,6 @@
 """Test helpers: a deterministic OpenAI-compatible upstream and a thread-hosted uvicorn runner."""
 
+from keelwork.testing.anthropic import AnthropicConfig, anthropic_app
 from keelwork.testing.upstream import (
     ApiError,
     RecordedRequest,
@@ -15,12 +16,14 @@ from keelwork.testing.upstream import (
 )
 
 __all__ = [
+    "AnthropicConfig",
     "ApiError",
     "RecordedRequest",
     "Responder",
     "ServerThread",
     "UpstreamConfig",
     "UpstreamServer",
+    "anthropic_app",
     "count_tokens",
     "echo",
     "embed",
