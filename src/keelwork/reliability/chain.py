@@ -104,7 +104,7 @@ class FallbackChain:
                         error="circuit open: skipped without a call",
                     )
                 )
-                self._failed(p.name, "model.circuit_open")
+                self.failed(p.name, "model.circuit_open")
                 continue
             if deadline.remaining() <= 0:
                 attempts.append(
@@ -152,7 +152,7 @@ class FallbackChain:
                         latency_ms=(time.perf_counter() - t0) * 1000,
                     )
                 )
-                self._failed(p.name, exc.code)
+                self.failed(p.name, exc.code)
                 continue
             except BaseException:
                 if link.breaker is not None:  # cancelled: free a half-open probe slot
@@ -197,6 +197,6 @@ class FallbackChain:
             headers={"Retry-After": "1"},
         )
 
-    def _failed(self, model: str, code: str) -> None:
+    def failed(self, model: str, code: str) -> None:
         if self.on_failure is not None:
             self.on_failure(model, code)

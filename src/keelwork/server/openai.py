@@ -317,7 +317,7 @@ async def _open_stream(svc: Service, call: Call) -> _Opened:
                     p.name, False, err.code, err.message[:500], (time.perf_counter() - t0) * 1000
                 )
             )
-            chain._failed(p.name, err.code)
+            chain.failed(p.name, err.code)
             continue
         if link.breaker is not None:
             link.breaker.record(True)
