@@ -87,3 +87,31 @@ async def test_nul_characters_are_stored_on_every_backend(
     assert call.error is not None
     assert svc.store.journal_get(p.request_id) is not None
     assert svc.store.quarantine_get(call.request_id) is not None
+
+
+async def test_an_onnx_classifier_answers_like_the_sklearn_one(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+
+    tabular_service(tmp_path, ["a", "b", "c"])
+    clf = sio.load(tmp_path / "clf.skops")
+    onx = to_onnx(clf, np.zeros((1, 3), dtype=np.float32), options={"zipmap": False})
+    (tmp_path / "clf.onnx").write_bytes(onx.SerializeToString())
+    spec = yaml.safe_load((tmp_path / "keelwork.yaml").read_text())
+    spec["models"]["main"] = {
+        "kind": "onnx",
+        "path": "clf.onnx",
+        "inputs": ["a", "b", "c"],
+        "label": "label",
+        "score": "score",
+    }
+    (tmp_path / "keelwork.yaml").write_text(yaml.safe_dump(spec))
+    svc = keelwork.load_service(tmp_path, database_url=f"sqlite:///{tmp_path}/o.db")
+    async with svc:
+        high = await svc.predict({"a": 3.0, "b": 3.0, "c": 3.0})
+        low = await svc.predict({"a": -3.0, "b": -3.0, "c": -3.0})
+    assert (high.output["label"], low.output["label"]) == ("high", "low")
+    assert high.model_version.startswith("sha256:") and 0.5 < high.output["score"] <= 1
+    (tmp_path / "clf.onnx").write_bytes(b"not onnx")
+    with pytest.raises(keelwork.SpecError) as info:
+        keelwork.load_service(tmp_path, database_url=f"sqlite:///{tmp_path}/o.db")
+    assert "not a loadable ONNX model" in str(info.value)

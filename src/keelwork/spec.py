@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """One model of the routing chain: a Python callable or a stored scikit-learn model."""
 
-    kind: Literal["python", "sklearn", "openai", "anthropic"]
+    kind: Literal["python", "sklearn", "onnx", "openai", "anthropic"]
     target: str | None = Field(
         default=None, description="python: `module:function`, module relative to the service"
     )
@@ -75,6 +75,8 @@ class ModelSpec(_Strict):
             raise ValueError("a python model needs `target: module:function`")
         if self.kind == "sklearn" and not self.path:
             raise ValueError("a sklearn model needs `path: model.skops`")
+        if self.kind == "onnx" and not (self.path and self.inputs):
+            raise ValueError("an onnx model needs `path: model.onnx` and `inputs: [field, ...]`")
         if self.kind == "sklearn" and not self.inputs:
             raise ValueError("a sklearn model needs `inputs: [field, ...]` (its feature fields)")
         if self.path and self.path.endswith((".pkl", ".pickle", ".joblib")):

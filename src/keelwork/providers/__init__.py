@@ -23,6 +23,10 @@ def build_provider(
         return OpenAIProvider(name, spec, service_dir)
     if spec.kind == "anthropic":
         return AnthropicProvider(name, spec, service_dir)
+    if spec.kind == "onnx":
+        from keelwork.providers.onnx import OnnxProvider  # the `onnx` extra
+
+        return OnnxProvider(name, spec, service_dir, input_fields)
     return SklearnProvider(name, spec, service_dir, input_fields)
 
 
