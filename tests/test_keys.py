@@ -39,3 +39,22 @@ def test_two_keys_never_collide(tmp_path: object) -> None:
     keys = KeyStore(store)
     made = {keys.create("client")[0] for _ in range(50)}
     assert len(made) == 50
+
+
+async def test_concurrent_requests_with_one_key_share_one_lookup(tmp_path: object) -> None:
+    import asyncio
+
+    store = Store(f"sqlite:///{tmp_path}/k.db")
+    store.migrate()
+    keys = KeyStore(store)
+    key, _ = keys.create("client")
+    calls = []
+    real = keys.verify
+
+    def counting(k: str) -> object:
+        calls.append(k)
+        return real(k)
+
+    keys.verify = counting  # type: ignore[method-assign]
+    found = await asyncio.gather(*(keys.authenticate(key) for _ in range(200)))
+    assert len(calls) == 1 and all(p is not None and p.role == "client" for p in found)

@@ -214,3 +214,25 @@ async def test_inline_models_answer_on_the_event_loop_with_the_same_chain(
         slow = await svc.predict({"text": "slow"})
     assert (ok.model, failed_over.model, slow.model) == ("main", "spare", "main")
     assert slow.latency_ms >= 400
+
+
+async def test_an_answer_after_retries_keeps_its_attempts_in_the_journal(
+    make_service_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    d = make_service_dir({"policies": {"retries": 2, "backoff_ms": 1}})
+    (d / "model.py").write_text(
+        "import os\n"
+        "def primary(record):\n"
+        "    flag = os.path.join(os.path.dirname(__file__), 'failed-once')\n"
+        "    if not os.path.exists(flag):\n"
+        "        open(flag, 'w').close()\n"
+        "        raise ConnectionError('reset')\n"
+        "    return {'label': 'primary', 'score': 0.9}\n"
+        "def backup(record):\n"
+        "    return {'label': 'backup', 'score': 0.5}\n"
+    )
+    svc = keelwork.load_service(d, database_url=f"sqlite:///{tmp_path}/j.db")
+    async with svc:
+        p = await svc.predict({"text": "hi"})
+    row = svc.store.journal_get(p.request_id)
+    assert p.model == "main" and row["attempts"][0]["retries"] == 1

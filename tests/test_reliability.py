@@ -171,3 +171,13 @@ async def test_the_last_good_answer_is_a_terminal_before_the_default() -> None:
     again = await c({"q": 1})  # the model is down now
     assert (again.model, again.output, again.fallback) == ("last_good", {"label": "fresh"}, True)
     assert (await c({"q": 2})).output == {"label": "static"}  # never answered: the default
+
+
+async def test_the_attempts_say_how_often_a_model_was_retried() -> None:
+    p = Scripted("main", [ConnectionError("reset")])
+    spare = Scripted("spare", [OK])
+    ans = await chain(Link(p, policy(retries=2)), Link(spare, policy()))({})
+    assert [(a.model, a.ok, a.retries) for a in ans.attempts] == [
+        ("main", False, 2),
+        ("spare", True, 0),
+    ]

@@ -127,6 +127,7 @@ class ModelError(KeelworkError):
         super().__init__(message, **kw)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.retries = 0
 
 
 @dataclass(slots=True)

@@ -292,7 +292,7 @@ class Pipeline:
                 }
                 for a in call.attempts
             ]
-            if any(not a.ok for a in call.attempts)
+            if any(not a.ok or a.retries for a in call.attempts)
             else None,
             "latency_ms": call.latency_ms,
             "batch_job": call.batch_job,

@@ -109,7 +109,9 @@ class OpenAIProvider:
                 base_url=self.base_url,
                 headers=headers,
                 timeout=httpx.Timeout(60.0, connect=5.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                # keep every pooled connection alive: reopening costs a TLS handshake and an
+                # ephemeral port per call against a real provider
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
             )
             self._loop = loop
         return self._client

@@ -149,6 +149,7 @@ class FallbackChain:
                         ok=False,
                         error_code=exc.code,
                         error=exc.message[:500],
+                        retries=exc.retries,
                         latency_ms=(time.perf_counter() - t0) * 1000,
                     )
                 )

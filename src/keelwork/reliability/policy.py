@@ -100,6 +100,7 @@ class CallPolicy:
                     return await fn(), n
             except Exception as exc:
                 err = as_model_error(exc, budget)
+            err.retries = n  # the journal tells how hard this model was tried
             if n >= self.retry.attempts or not err.retryable:
                 raise err
             pause = self.retry.delay(n, err.retry_after)

@@ -66,6 +66,7 @@ class KeyStore:
         self.store = store
         self.cache_ttl = cache_ttl
         self._cache: dict[bytes, tuple[Principal | None, float]] = {}
+        self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
 
     def create(self, role: str, name: str = "") -> tuple[str, KeyInfo]:
         """Make a key; the plain key is returned once and never stored."""
@@ -141,10 +142,18 @@ class KeyStore:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        principal = await asyncio.to_thread(self.verify, key)
+        pending = self._inflight.get(digest)
+        if pending is not None:  # one lookup per key, however many requests wait for it
+            return await asyncio.shield(pending)
+        lookup = asyncio.ensure_future(asyncio.to_thread(self.verify, key))
+        self._inflight[digest] = lookup
+        try:
+            principal = await asyncio.shield(lookup)
+        finally:
+            self._inflight.pop(digest, None)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (principal, now + self.cache_ttl)
+        self._cache[digest] = (principal, time.monotonic() + self.cache_ttl)
         return principal
 
 
