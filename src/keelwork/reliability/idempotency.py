@@ -74,19 +74,19 @@ class Idempotent:
             if answer is not None:
                 call.answer, call.replay_of = answer, entry.request_id
                 return
-        else:
-            row = await asyncio.to_thread(
-                self.store.journal_by_idempotency, who, call.idempotency_key
-            )
-            if row is not None:
-                if row["input"] is not None and fingerprint(row["input"]) != fp:
-                    raise _mismatch(call.idempotency_key)
-                call.answer = Answer(
-                    row["output"], row["model"], row["model_version"], bool(row["fallback"])
-                )
-                call.replay_of = row["request_id"]
-                return
+            self._register(slot, fp, call)  # the first try failed: this one runs for real
+            return
+        # Claim the key before the journal lookup awaits, so a concurrent repeat waits for
+        # this request instead of racing it to the model.
         self._register(slot, fp, call)
+        row = await asyncio.to_thread(self.store.journal_by_idempotency, who, call.idempotency_key)
+        if row is not None:
+            if row["input"] is not None and fingerprint(row["input"]) != fp:
+                raise _mismatch(call.idempotency_key)
+            call.answer = Answer(
+                row["output"], row["model"], row["model_version"], bool(row["fallback"])
+            )
+            call.replay_of = row["request_id"]
 
     def _register(self, slot: tuple[str, str], fp: str, call: Call) -> None:
         if len(self._entries) >= self.max_entries:
