@@ -149,7 +149,9 @@ async def test_close_flushes_every_queued_record(
 ) -> None:
     import asyncio
 
-    svc = keelwork.load_service(make_service_dir(), database_url=db_url)
+    svc = keelwork.load_service(
+        make_service_dir({"policies": {"max_concurrency": 400}}), database_url=db_url
+    )
     async with svc:
         preds = await asyncio.gather(*(svc.predict({"text": f"t{i}"}) for i in range(300)))
     ids = {p.request_id for p in preds}
