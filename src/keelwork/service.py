@@ -129,10 +129,10 @@ class Service:
             [
                 Authenticate(self.keys, spec.access),
                 RateLimit(spec.access.rate_limit, self.buckets, self.metrics),
+                Admit(self.admission, self.metrics),  # shed before any parsing work
                 ParseBody(spec.limits.max_body_bytes),
                 ValidateInput(self.input_contract, self.metrics),
                 Idempotent(self.store),
-                Admit(self.admission, self.metrics),
                 CallModels(self.chain, self.metrics),
             ],
             self.journal,
