@@ -311,12 +311,21 @@ def load_spec(path: str | Path) -> ServiceSpec:
             f"{p}: no service spec here; create one with `keelwork init {p.parent}`",
             code="spec.missing",
         )
+    return parse_spec(read_yaml(p, SpecError), source=str(p))
+
+
+def read_yaml(path: Path, error: type[SpecError]) -> Any:
+    """Parse a YAML file; unreadable, non-UTF-8 or malformed files raise ``error`` with the
+    file and, for syntax errors, the line and column."""
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read the file ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{p}: not valid YAML{where}: {exc}") from None
-    return parse_spec(data, source=str(p))
+        raise error(f"{path}: not valid YAML{where}: {exc}") from None

@@ -16,10 +16,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from keelwork.errors import SpecError, Violation
+from keelwork.spec import read_yaml
 
 
 class _Rule(BaseModel):
@@ -199,16 +199,5 @@ def parse_faults(data: Any, *, source: str = "faults.yaml") -> FaultsSpec:
 def load_faults(path: str | Path) -> FaultsSpec:
     """Read and validate a faults YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FaultsError(f"{p}: cannot read the faults file ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise FaultsError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise FaultsError(f"{p}: not valid YAML{where}: {exc}") from None
+    data = read_yaml(p, FaultsError)
     return parse_faults(data, source=str(p))
