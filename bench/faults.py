@@ -1126,7 +1126,8 @@ def main(argv: list[str] | None = None) -> int:
     res["seconds"] = time.monotonic() - t0
     out.write_text(json.dumps(res, indent=2, default=str))
     print_report(res)
-    console.print(f"[dim]{res['seconds']:.0f} s; wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}[/]")
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    console.print(f"[dim]{res['seconds']:.0f} s; wrote {shown}[/]")
     return 0
 
 
