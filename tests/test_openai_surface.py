@@ -239,3 +239,25 @@ def test_an_anthropic_model_behind_the_openai_surface(
     finally:
         kw.stop()
         upstream.stop()
+
+
+def test_streams_that_keep_breaking_open_the_circuit(stack: dict[str, Any]) -> None:
+    import httpx
+
+    client = openai.OpenAI(base_url=stack["url"], api_key=stack["key"], max_retries=0)
+    msgs = [{"role": "user", "content": "a b c d e f g"}]
+    for _ in range(10):  # the breaker's min_calls, all broken after the first chunks
+        with pytest.raises(openai.APIError):
+            for _chunk in client.chat.completions.create(
+                model="assistant_flaky", messages=msgs, stream=True
+            ):
+                pass
+    page = httpx.get(stack["url"].removesuffix("/v1") + "/metrics").text
+    assert 'keelwork_breaker_state{model="llm",service="assistant_flaky"} 2.0' in page
+    # with the circuit open the stream is served by the fallback from its first chunk on
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="assistant_flaky", messages=msgs, stream=True)
+        if c.choices
+    )
+    assert "canned answer" in text

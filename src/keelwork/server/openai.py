@@ -26,6 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from keelwork.errors import Attempt, KeelworkError, ModelError, NotFoundError, Violation
 from keelwork.pipeline import Call, parse_json
 from keelwork.providers.base import Reply
+from keelwork.reliability.breaker import CircuitBreaker
 from keelwork.reliability.chain import TERMINAL, Answer
 from keelwork.server.predict import bearer, read_body
 from keelwork.server.responses import json_response
@@ -216,6 +217,7 @@ async def stream_chat(svc: Service, record: dict[str, Any], credentials: str | N
         parts: list[str] = []
         finish = "stop"
         usage: dict[str, int] | None = None
+        broken = False
         try:
             if opened.chunks is None:  # a non-streaming link answered: one whole chunk
                 parts.append(opened.content)
@@ -231,6 +233,7 @@ async def stream_chat(svc: Service, record: dict[str, Any], credentials: str | N
                     yield _sse(obj)
             yield b"data: [DONE]\n\n"
         except ModelError as exc:  # the stream broke after it started: say so, then close
+            broken = True
             call.error = ModelError(
                 f"the stream broke after it started: {exc.message}", code="model.stream_broken"
             )
@@ -245,6 +248,9 @@ async def stream_chat(svc: Service, record: dict[str, Any], credentials: str | N
                 }
             )
         finally:
+            # judged once, at the end: a client that hung up does not count against the model
+            if opened.breaker is not None:
+                opened.breaker.record(not broken)
             for done in call.cleanup:
                 done()
             call.answer = Answer(
@@ -274,6 +280,7 @@ class _Opened:
     fallback: bool
     chunks: AsyncIterator[dict[str, Any]] | None = None
     content: str = ""
+    breaker: CircuitBreaker | None = None  # judged when the stream ends, not at its start
 
 
 async def _open_stream(svc: Service, call: Call) -> _Opened:
@@ -319,8 +326,6 @@ async def _open_stream(svc: Service, call: Call) -> _Opened:
             )
             chain.failed(p.name, err.code)
             continue
-        if link.breaker is not None:
-            link.breaker.record(True)
         call.attempts.append(Attempt(p.name, True, latency_ms=(time.perf_counter() - t0) * 1000))
 
         async def rest(
@@ -330,7 +335,7 @@ async def _open_stream(svc: Service, call: Call) -> _Opened:
             async for obj in agen:
                 yield obj
 
-        return _Opened(p.name, p.version, i > 0, chunks=rest())
+        return _Opened(p.name, p.version, i > 0, chunks=rest(), breaker=link.breaker)
     if chain.default is not None:
         return _Opened(TERMINAL, "static", True, content=str(chain.default.get("content", "")))
     raise ModelError(
