@@ -11,11 +11,9 @@ a broken upstream becomes an error event and the stream is closed, and the journ
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import orjson
@@ -28,6 +26,7 @@ from keelwork.pipeline import Call, parse_json
 from keelwork.providers.base import Reply
 from keelwork.reliability.breaker import CircuitBreaker
 from keelwork.reliability.chain import TERMINAL, Answer
+from keelwork.reliability.policy import Deadline
 from keelwork.server.predict import bearer, read_body
 from keelwork.server.responses import json_response
 from keelwork.service import Service
@@ -284,9 +283,13 @@ class _Opened:
 
 
 async def _open_stream(svc: Service, call: Call) -> _Opened:
-    """Fail over until a link gives its first chunk (or a whole answer)."""
+    """Fail over until a link gives its first chunk (or a whole answer). Each link gets its
+    policy (timeout to the first chunk, retries for retryable failures) within the request's
+    deadline, like the non-streaming chain."""
     chain = svc.chain
-    assert call.clean is not None
+    clean = call.clean
+    assert clean is not None
+    deadline = Deadline.after(chain.deadline)
     for i, link in enumerate(chain.links):
         p = link.provider
         if link.breaker is not None and not link.breaker.allow():
@@ -294,39 +297,55 @@ async def _open_stream(svc: Service, call: Call) -> _Opened:
             continue
         t0 = time.perf_counter()
         stream = getattr(p, "stream", None)
+
+        async def whole(p: Any = p) -> str:
+            raw = await p(clean)
+            out, errors = chain.accept(raw.output if isinstance(raw, Reply) else raw)
+            if errors:
+                raise ModelError("invalid output", code="model.invalid_output", retryable=True)
+            return str(out.get("content", ""))
+
+        async def opening(stream: Any = stream) -> tuple[Any, dict[str, Any]]:
+            agen = stream(clean)
+            try:
+                return agen, await anext(agen)
+            except StopAsyncIteration:
+                raise ModelError(
+                    "the stream ended before its first chunk",
+                    code="model.truncated",
+                    retryable=True,
+                ) from None
+            except BaseException:
+                await agen.aclose()
+                raise
+
         try:
             if stream is None:
-                ans, _ = await link.policy.run(partial(p, call.clean))
-                raw = ans.output if isinstance(ans, Reply) else ans
-                out, errors = chain.accept(raw)
-                if errors:
-                    raise ModelError("invalid output", code="model.invalid_output")
-                if link.breaker is not None:
-                    link.breaker.record(True)
-                call.attempts.append(
-                    Attempt(p.name, True, latency_ms=(time.perf_counter() - t0) * 1000)
-                )
-                return _Opened(p.name, p.version, i > 0, content=str(out.get("content", "")))
-            agen = stream(call.clean)
-            first = await asyncio.wait_for(anext(agen), link.policy.timeout.seconds)
-        except (ModelError, TimeoutError, StopAsyncIteration) as exc:
-            err = (
-                exc
-                if isinstance(exc, ModelError)
-                else ModelError(
-                    f"{type(exc).__name__} before the first token", code="model.timeout"
-                )
-            )
+                content, retries = await link.policy.run(whole, deadline)
+            else:
+                (agen, first), retries = await link.policy.run(opening, deadline)
+        except ModelError as err:
             if link.breaker is not None:
                 link.breaker.record(False)
             call.attempts.append(
                 Attempt(
-                    p.name, False, err.code, err.message[:500], (time.perf_counter() - t0) * 1000
+                    p.name,
+                    False,
+                    err.code,
+                    err.message[:500],
+                    (time.perf_counter() - t0) * 1000,
+                    err.retries,
                 )
             )
             chain.failed(p.name, err.code)
             continue
-        call.attempts.append(Attempt(p.name, True, latency_ms=(time.perf_counter() - t0) * 1000))
+        call.attempts.append(
+            Attempt(p.name, True, latency_ms=(time.perf_counter() - t0) * 1000, retries=retries)
+        )
+        if stream is None:
+            if link.breaker is not None:
+                link.breaker.record(True)
+            return _Opened(p.name, p.version, i > 0, content=content)
 
         async def rest(
             first: dict[str, Any] = first, agen: AsyncIterator[dict[str, Any]] = agen
