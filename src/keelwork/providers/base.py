@@ -26,6 +26,11 @@ class Reply:
     usage: dict[str, int] | None = None
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON and the contract expect."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def worker_pool(name: str, threads: int) -> ThreadPoolExecutor:
     """A model's own threads: a slow or CPU-bound model cannot starve the others' workers."""
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"keelwork-{name}")

@@ -12,12 +12,8 @@ import numpy as np
 
 from keelwork.contract.language import FieldSpec
 from keelwork.errors import SpecError
-from keelwork.providers.base import file_version, worker_pool
+from keelwork.providers.base import file_version, plain, worker_pool
 from keelwork.spec import ModelSpec
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 class OnnxProvider:
@@ -56,7 +52,7 @@ class OnnxProvider:
         row = [record[f] for f in self.inputs]
         x = np.array([row], dtype=object if self.text else np.float32)
         outputs = self.session.run(None, {self.input_name: x})
-        label = _plain(outputs[0][0])
+        label = plain(outputs[0][0])
         out: dict[str, Any] = {self.label: label}
         if self.score is not None and len(outputs) > 1:
             probs = outputs[1][0]

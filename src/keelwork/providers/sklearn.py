@@ -8,12 +8,8 @@ from typing import Any
 
 from keelwork.contract.language import FieldSpec
 from keelwork.errors import SpecError
-from keelwork.providers.base import file_version, worker_pool
+from keelwork.providers.base import file_version, plain, worker_pool
 from keelwork.spec import ModelSpec
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 class SklearnProvider:
@@ -66,8 +62,8 @@ class SklearnProvider:
         if self.has_proba and self.score:
             proba = self.model.predict_proba(x)[0]
             best = int(proba.argmax())
-            return {self.label: _plain(self.classes[best]), self.score: float(proba[best])}
-        return {self.label: _plain(self.model.predict(x)[0])}
+            return {self.label: plain(self.classes[best]), self.score: float(proba[best])}
+        return {self.label: plain(self.model.predict(x)[0])}
 
     async def __call__(self, record: dict[str, Any]) -> Any:
         if self.pool is None:
