@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from keelwork.config import Document
 from keelwork.contract.language import ContractSpec
-from keelwork.errors import SpecError, Violation
+from keelwork.errors import SpecError
 
 SPEC_FILENAME = "keelwork.yaml"
 _LOCATED = re.compile(r"^([a-z_]+(?:\.[\w-]+)+): (.*)$", re.S)
@@ -219,18 +219,6 @@ class ServiceSpec(_Strict):
         return [self.routing.primary, *self.routing.fallbacks]
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.startswith(("function-", "value_error")) or part in ("str", "int", "float"):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     """The keys that would have been valid where an unknown key was found."""
     model: Any = ServiceSpec
@@ -258,47 +246,28 @@ def _lookup(data: Any, path: str) -> Any:
     return data
 
 
-def _violations(err: ValidationError) -> list[Violation]:
-    out: list[Violation] = []
-    for e in err.errors(include_url=False):
-        path = _loc(e["loc"])
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        got = e.get("input")
-        located = _LOCATED.match(msg) if path == "(top level)" else None
-        if located:  # a cross-key rule names the key it is about
-            path, msg = located.group(1), located.group(2)
-            got = _lookup(got, path)
-        if e["type"] == "extra_forbidden":
-            key = str(e["loc"][-1])
-            allowed = _allowed_keys(e["loc"])
-            close = difflib.get_close_matches(key, allowed, n=1)
-            msg = f"unknown key {key!r}" + (
-                f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
-            )
-        elif e["type"] == "missing":
-            msg = "this key is required; add it"
-        if isinstance(got, dict | list):
-            got = type(got).__name__
-        out.append(Violation(path=path, rule=e["type"], got=got, message=msg))
-    return out
+def _located(e: Any, path: str, msg: str, got: Any) -> tuple[str, str, Any]:
+    """A cross-key rule is raised at the top level but names the key it is about."""
+    located = _LOCATED.match(msg) if path == "(top level)" else None
+    if located:
+        return located.group(1), located.group(2), _lookup(got, located.group(1))
+    return path, msg, got
+
+
+def _document() -> Document[ServiceSpec]:
+    return Document(
+        ServiceSpec,
+        what="the service spec",
+        expected="the spec must be a mapping with keys service, input, output, models, routing",
+        error=SpecError,
+        allowed_keys=_allowed_keys,
+        explain=_located,
+    )
 
 
 def parse_spec(data: Any, *, source: str = SPEC_FILENAME) -> ServiceSpec:
     """Validate an already-parsed spec document; every problem is reported at once."""
-    if not isinstance(data, dict):
-        raise SpecError(
-            f"{source}: the spec must be a mapping with keys service, input, output, models, "
-            f"routing; found {type(data).__name__}",
-            details=[Violation(path="(top level)", rule="type", got=type(data).__name__)],
-        )
-    try:
-        return ServiceSpec.model_validate(data)
-    except ValidationError as exc:
-        details = _violations(exc)
-        lines = "\n".join(f"  {d.path}: {d.message} (found: {d.got!r})" for d in details)
-        raise SpecError(
-            f"{source}: {len(details)} problem(s) in the service spec:\n{lines}", details=details
-        ) from None
+    return _document().parse(data, source)
 
 
 def load_spec(path: str | Path) -> ServiceSpec:
@@ -311,21 +280,4 @@ def load_spec(path: str | Path) -> ServiceSpec:
             f"{p}: no service spec here; create one with `keelwork init {p.parent}`",
             code="spec.missing",
         )
-    return parse_spec(read_yaml(p, SpecError), source=str(p))
-
-
-def read_yaml(path: Path, error: type[SpecError]) -> Any:
-    """Parse a YAML file; unreadable, non-UTF-8 or malformed files raise ``error`` with the
-    file and, for syntax errors, the line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"{path}: cannot read the file ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise error(f"{path}: not valid YAML{where}: {exc}") from None
+    return _document().load(p)

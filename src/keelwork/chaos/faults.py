@@ -16,10 +16,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from keelwork.errors import SpecError, Violation
-from keelwork.spec import read_yaml
+from keelwork.config import Document, dotted
+from keelwork.errors import SpecError
 
 
 class _Rule(BaseModel):
@@ -133,10 +133,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
         and parts[2] in _BY_KIND
     ):
         del parts[2]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+    return dotted(tuple(parts))
 
 
 def _allowed(loc: tuple[int | str, ...]) -> list[str]:
@@ -147,57 +144,38 @@ def _allowed(loc: tuple[int | str, ...]) -> list[str]:
     return []
 
 
-def _violations(err: ValidationError) -> list[Violation]:
-    out: list[Violation] = []
-    for e in err.errors(include_url=False):
-        path = _loc(e["loc"])
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        got = e.get("input")
-        if e["type"] == "extra_forbidden":
-            key = str(e["loc"][-1])
-            allowed = _allowed(e["loc"])
-            close = difflib.get_close_matches(key, allowed, n=1)
-            msg = f"unknown key {key!r}" + (
-                f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
-            )
-        elif e["type"] == "missing":
-            msg = "this key is required; add it"
-        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            path = f"{path}.kind"
-            got = got.get("kind") if isinstance(got, dict) else got
-            close = difflib.get_close_matches(str(got), FAULT_KINDS, n=1)
-            msg = (
-                "this key is required"
-                if e["type"] == "union_tag_not_found"
-                else f"unknown fault kind {got!r}"
-            ) + (
-                f"; did you mean {close[0]!r}?" if close else f"; one of: {', '.join(FAULT_KINDS)}"
-            )
-        if isinstance(got, dict | list):
-            got = type(got).__name__
-        out.append(Violation(path=path, rule=e["type"], got=got, message=msg))
-    return out
+def _fault_kind(e: Any, path: str, msg: str, got: Any) -> tuple[str, str, Any]:
+    """An unknown or missing `kind` names the key and the kinds there are."""
+    if e["type"] not in ("union_tag_invalid", "union_tag_not_found"):
+        return path, msg, got
+    got = got.get("kind") if isinstance(got, dict) else got
+    close = difflib.get_close_matches(str(got), FAULT_KINDS, n=1)
+    head = (
+        "this key is required"
+        if e["type"] == "union_tag_not_found"
+        else f"unknown fault kind {got!r}"
+    )
+    tail = f"; did you mean {close[0]!r}?" if close else f"; one of: {', '.join(FAULT_KINDS)}"
+    return f"{path}.kind", head + tail, got
+
+
+def _document() -> Document[FaultsSpec]:
+    return Document(
+        FaultsSpec,
+        what="the faults file",
+        expected="expected a mapping with keys seed and faults",
+        error=FaultsError,
+        path_of=_loc,
+        allowed_keys=_allowed,
+        explain=_fault_kind,
+    )
 
 
 def parse_faults(data: Any, *, source: str = "faults.yaml") -> FaultsSpec:
     """Validate an already-parsed faults document; every problem is reported at once."""
-    if not isinstance(data, dict):
-        raise FaultsError(
-            f"{source}: expected a mapping with keys seed and faults; found {type(data).__name__}",
-            details=[Violation(path="(top level)", rule="type", got=type(data).__name__)],
-        )
-    try:
-        return FaultsSpec.model_validate(data)
-    except ValidationError as exc:
-        details = _violations(exc)
-        lines = "\n".join(f"  {d.path}: {d.message} (found: {d.got!r})" for d in details)
-        raise FaultsError(
-            f"{source}: {len(details)} problem(s) in the faults file:\n{lines}", details=details
-        ) from None
+    return _document().parse(data, source)
 
 
 def load_faults(path: str | Path) -> FaultsSpec:
     """Read and validate a faults YAML file."""
-    p = Path(path)
-    data = read_yaml(p, FaultsError)
-    return parse_faults(data, source=str(p))
+    return _document().load(Path(path))
