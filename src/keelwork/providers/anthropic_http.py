@@ -5,7 +5,6 @@ chat.completion.chunk objects so the OpenAI surface can serve them unchanged."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 
 from keelwork.errors import ModelError
 from keelwork.providers.base import Reply
-from keelwork.providers.openai_http import OpenAIProvider, transport_error, upstream_error
+from keelwork.providers.openai_http import OpenAIProvider, malformed
 from keelwork.spec import ModelSpec
 
 API_VERSION = "2023-06-01"
@@ -72,70 +71,37 @@ class AnthropicProvider(OpenAIProvider):
         return body
 
     async def __call__(self, record: dict[str, Any]) -> Reply:
+        body = await self.post("/messages", self.payload(record))
         try:
-            resp = await self.client().post("/messages", json=self.payload(record))
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
-        if resp.status_code >= 400:
-            raise upstream_error(resp)
-        try:
-            body = resp.json()
             text = "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text")
             finish = _FINISH.get(body.get("stop_reason") or "end_turn", "stop")
             return Reply({"content": text, "finish_reason": finish}, _usage(body.get("usage")))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelError(
-                f"upstream sent a malformed answer ({type(exc).__name__})",
-                code="model.malformed",
-                retryable=True,
-            ) from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise malformed(f"answer ({type(exc).__name__})") from None
 
     async def stream(self, record: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         usage: dict[str, Any] = {}
-        try:
-            async with self.client().stream(
-                "POST", "/messages", json=self.payload(record, stream=True)
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise upstream_error(resp)
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    try:
-                        event = json.loads(line[5:].strip())
-                    except ValueError:
-                        raise ModelError(
-                            "upstream sent a malformed stream event",
-                            code="model.malformed",
-                            retryable=True,
-                        ) from None
-                    kind = event.get("type")
-                    if kind == "message_start":
-                        usage.update(event.get("message", {}).get("usage") or {})
-                    elif kind == "content_block_delta":
-                        text = (event.get("delta") or {}).get("text")
-                        if text:
-                            yield _chunk({"content": text}, None)
-                    elif kind == "message_delta":
-                        usage.update(event.get("usage") or {})
-                        reason = (event.get("delta") or {}).get("stop_reason")
-                        yield _chunk({}, _FINISH.get(reason or "end_turn", "stop"))
-                    elif kind == "error":
-                        raise ModelError(
-                            f"upstream stream error: {event.get('error', {}).get('message')}",
-                            code="model.stream_error",
-                            retryable=True,
-                        )
-                    elif kind == "message_stop":
-                        yield {
-                            "object": "chat.completion.chunk",
-                            "choices": [],
-                            "usage": _usage(usage),
-                        }
-                        return
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+        async for event in self.events("/messages", self.payload(record, stream=True)):
+            kind = event.get("type") if isinstance(event, dict) else None
+            if kind == "message_start":
+                usage.update(event.get("message", {}).get("usage") or {})
+            elif kind == "content_block_delta":
+                text = (event.get("delta") or {}).get("text")
+                if text:
+                    yield _chunk({"content": text}, None)
+            elif kind == "message_delta":
+                usage.update(event.get("usage") or {})
+                reason = (event.get("delta") or {}).get("stop_reason")
+                yield _chunk({}, _FINISH.get(reason or "end_turn", "stop"))
+            elif kind == "error":
+                raise ModelError(
+                    f"upstream stream error: {event.get('error', {}).get('message')}",
+                    code="model.stream_error",
+                    retryable=True,
+                )
+            elif kind == "message_stop":
+                yield {"object": "chat.completion.chunk", "choices": [], "usage": _usage(usage)}
+                return
         raise ModelError(
             "the upstream stream ended without message_stop", code="model.truncated", retryable=True
         )

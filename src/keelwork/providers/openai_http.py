@@ -126,16 +126,45 @@ class OpenAIProvider:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    async def __call__(self, record: dict[str, Any]) -> Reply:
-        path = "/embeddings" if self.spec.endpoint == "embeddings" else "/chat/completions"
+    async def post(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST and return the JSON body; transport, status and JSON failures classified."""
         try:
-            resp = await self.client().post(path, json=self.payload(record))
+            resp = await self.client().post(path, json=payload)
         except httpx.HTTPError as exc:
             raise transport_error(exc) from None
         if resp.status_code >= 400:
             raise upstream_error(resp)
         try:
-            body = resp.json()
+            return resp.json()
+        except ValueError:
+            raise malformed("answer") from None
+
+    async def events(self, path: str, payload: dict[str, Any]) -> AsyncIterator[Any]:
+        """POST a streaming request and yield each server-sent event's JSON data; the
+        sentinel `[DONE]` is yielded as the string itself."""
+        try:
+            async with self.client().stream("POST", path, json=payload) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise upstream_error(resp)
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        yield data
+                        continue
+                    try:
+                        yield json.loads(data)
+                    except ValueError:
+                        raise malformed("stream event") from None
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+
+    async def __call__(self, record: dict[str, Any]) -> Reply:
+        path = "/embeddings" if self.spec.endpoint == "embeddings" else "/chat/completions"
+        body = await self.post(path, self.payload(record))
+        try:
             usage = body.get("usage")
             if self.spec.endpoint == "embeddings":
                 vectors = [d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])]
@@ -148,38 +177,19 @@ class OpenAIProvider:
                 },
                 usage,
             )
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ModelError(
-                f"upstream sent a malformed answer ({type(exc).__name__})",
-                code="model.malformed",
-                retryable=True,
-            ) from None
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise malformed(f"answer ({type(exc).__name__})") from None
 
     async def stream(self, record: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yield parsed chat.completion.chunk objects; failures are classified ModelErrors."""
-        try:
-            async with self.client().stream(
-                "POST", "/chat/completions", json=self.payload(record, stream=True)
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise upstream_error(resp)
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    try:
-                        yield json.loads(data)
-                    except ValueError:
-                        raise ModelError(
-                            "upstream sent a malformed stream chunk",
-                            code="model.malformed",
-                            retryable=True,
-                        ) from None
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
+        """Yield chat.completion.chunk objects; failures are classified ModelErrors."""
+        async for event in self.events("/chat/completions", self.payload(record, stream=True)):
+            if event == "[DONE]":
+                return
+            yield event
         raise ModelError(
             "the upstream stream ended without [DONE]", code="model.truncated", retryable=True
         )
+
+
+def malformed(what: str) -> ModelError:
+    return ModelError(f"upstream sent a malformed {what}", code="model.malformed", retryable=True)
