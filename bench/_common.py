@@ -19,6 +19,7 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -77,16 +78,36 @@ def summarise_ns(samples_ns: Sequence[int]) -> Summary:
     )
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on, so they can be compared with care."""
-    cpu = "unknown"
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def git_state(*paths: str) -> dict[str, Any]:
+    """Which code was measured: the commit, and whether ``paths`` had local edits."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "local_edits": git("status", "--porcelain", "--", *paths).splitlines(),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on, so they can be compared with care."""
+    cpu = cpu_model()
     import numpy
     import sklearn
     import starlette

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
+from _common import cpu_model, git_state
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -723,21 +723,6 @@ def print_report(res: dict[str, Any]) -> None:
     )
 
 
-def _git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "local_edits": git("status", "--porcelain", "--", "src", "bench").splitlines(),
-    }
-
-
 def _versions() -> dict[str, Any]:
     import pandas
     import pandera
@@ -747,17 +732,9 @@ def _versions() -> dict[str, Any]:
 
     import keelwork
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "nproc": os.cpu_count(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "keelwork": keelwork.__version__,
         "polars": polars.__version__,
@@ -843,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "versions": versions,
-        "git": _git_state(),
+        "git": git_state("src", "bench"),
         "pandas_conversion": "polars DataFrame.to_pandas(use_pyarrow_extension_array=True)",
         "data": data,
         "agreement": agree,

@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 import yaml
-from _common import ROOT, free_port, machine_info, percentile
+from _common import ROOT, free_port, git_state, machine_info, percentile
 from _faults_common import UVICORN_SETTINGS, metric_value, metric_values
 from rich.console import Console
 from rich.table import Table
@@ -1061,21 +1061,6 @@ def print_report(res: dict[str, Any]) -> None:
     console.print(t)
 
 
-def _git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "local_edits": git("status", "--porcelain", "--", "src").splitlines(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run (under a minute)")
@@ -1097,7 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/faults.py", *(argv or sys.argv[1:])]),
         "machine": {**machine_info(), "loadavg_at_start": os.getloadavg()},
-        "git": _git_state(),
+        "git": git_state("src"),
         "servers": f"each in its own process: uvicorn, {UVICORN_SETTINGS}",
         "load_generator": "asyncio + httpx, closed loop, its own process (uvloop)",
         "scenarios": {},

@@ -50,6 +50,7 @@ from _common import (
     classifier_executor,
     demo_service,
     free_port,
+    git_state,
     load_texts,
     machine_info,
     proc_cpu_seconds,
@@ -636,23 +637,6 @@ def print_report(res: dict[str, Any]) -> None:
                 console.print(f"throughput {label} = {http[key]:.0%}")
 
 
-def _git_state() -> dict[str, Any]:
-    """Which code was measured: the commit, and whether src/ or the demo had local edits."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "local_edits": git("status", "--porcelain", "--", "src", "examples").splitlines(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per server")
@@ -692,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/overhead.py", *(argv or sys.argv[1:])]),
         "machine": machine_info(),
-        "git": _git_state(),
+        "git": git_state("src", "examples"),
         "targets": {
             "inproc_overhead_p50_ms": INPROC_TARGET_MS,
             "http_rps_ratio": HTTP_TARGET_RATIO,
