@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from keelwork.contract import Contract
+from keelwork.contract import Checked, Contract
 from keelwork.errors import (
     Attempt,
     AuthError,
@@ -59,7 +59,7 @@ class Call:
     source: str = "request"
     batch_job: str | None = None
     batch_row: int | None = None
-    violations: list[Violation] = field(default_factory=list)  # found across a whole batch
+    checked: Checked | None = None  # the input already checked with its batch (uniqueness)
     cleanup: list[Callable[[], None]] = field(default_factory=list)  # run once models are done
 
     replay_of: str | None = None  # the earlier request this one repeats (Idempotency-Key)
@@ -180,8 +180,8 @@ class ValidateInput:
         self.metrics = metrics
 
     async def __call__(self, call: Call) -> None:
-        checked = self.contract.check(call.record)
-        errors = checked.errors + call.violations if call.violations else checked.errors
+        checked = call.checked if call.checked is not None else self.contract.check(call.record)
+        errors = checked.errors
         for path, coercion in checked.coerced:
             self.metrics.coerced(path, coercion)
         if errors:

@@ -300,12 +300,13 @@ class Service:
             await self.pipeline.record(head)
             return head
         gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
-        across = self._batch_violations(records)
+        # checked once, together, so a batch-wide rule (uniqueness) sees every record
+        checked = self.input_contract.check_many(records, relative=True)
 
         async def one(i: int, rec: Any) -> Call:
             async with gate:
                 call = Call(self.name, principal=head.principal, record=rec, source=f"batch[{i}]")
-                call.violations = across.get(i, [])
+                call.checked = checked[i]
                 return await self.pipeline.run(call)
 
         return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(records))))
@@ -325,19 +326,6 @@ class Service:
             service_version=self.spec.service.version,
         )
         return journal, pipeline
-
-    def _batch_violations(self, records: list[Any]) -> dict[int, list[Violation]]:
-        """Rules that only a whole batch can break (uniqueness), by record index."""
-        if not self.input_contract.unique:
-            return {}
-        out: dict[int, list[Violation]] = {}
-        for i, res in enumerate(self.input_contract.check_many(records)):
-            prefix = f"$[{i}]"
-            for e in res.errors:
-                if e.rule == "unique":
-                    moved = Violation("$" + e.path[len(prefix) :], e.rule, e.got, e.message)
-                    out.setdefault(i, []).append(moved)
-        return out
 
 
 def load_service(

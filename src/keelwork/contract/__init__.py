@@ -133,9 +133,10 @@ class Contract:
         c = self.check(record, prefix)
         return c.clean, c.errors
 
-    def check_many(self, records: list[Any]) -> list[Checked]:
-        """Check a batch: each record on its own, then uniqueness across the batch."""
-        results = [self.check(r, f"$[{i}]") for i, r in enumerate(records)]
+    def check_many(self, records: list[Any], *, relative: bool = False) -> list[Checked]:
+        """Check a batch: each record on its own, then uniqueness across the batch. Paths are
+        ``$[i].field``, or ``$.field`` with ``relative`` (each record reported on its own)."""
+        results = [self.check(r, "$" if relative else f"$[{i}]") for i, r in enumerate(records)]
         for name in self.unique:
             first: dict[Any, int] = {}
             for i, res in enumerate(results):
@@ -146,7 +147,7 @@ class Contract:
                 if key in first:
                     res.errors.append(
                         Violation(
-                            f"$[{i}].{name}",
+                            f"$.{name}" if relative else f"$[{i}].{name}",
                             "unique",
                             shown(value),
                             f"repeats the value of row {first[key]}",
