@@ -367,7 +367,8 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 class LoadGen:
-    """Closed-loop clients: each sends its next request as soon as the last one answered."""
+    """Load in phases: closed-loop clients (each sends its next request as soon as the last
+    one answered), or open-loop arrivals at a fixed rate (``rate_rps``, light client)."""
 
     def __init__(self, plan: dict[str, Any]) -> None:
         import httpx
@@ -386,7 +387,8 @@ class LoadGen:
             if phase.get("until_metric"):
                 urls.append(phase["until_metric"]["url"])
             for url in urls:
-                self.client(url, int(phase["concurrency"]) - 1, phase.get("client", "httpx"))
+                if "concurrency" in phase:
+                    self.client(url, int(phase["concurrency"]) - 1, phase.get("client", "httpx"))
         self.seq = 0  # global request number: every body is unique, every answer predictable
         self.pids: dict[str, int] = {k: int(v) for k, v in plan.get("pids", {}).items()}
         self.pids["load"] = os.getpid()
@@ -434,7 +436,7 @@ class LoadGen:
         stagger = float(spec.get("stagger_s", 0.0))
         kind = str(spec.get("client", "httpx"))
         rng = random.Random(f"stagger:{spec['label']}")
-        offsets = [rng.uniform(0.0, stagger) for _ in range(int(spec["concurrency"]))]
+        offsets = [rng.uniform(0.0, stagger) for _ in range(int(spec.get("concurrency", 0)))]
         # let the server finish what the last phase left (journal backlog, closing sockets)
         await asyncio.sleep(float(spec.get("settle_s", 0.0)))
         tw_port: int | None = self.plan.get("time_wait_port")
@@ -445,6 +447,41 @@ class LoadGen:
         cpu0 = {k: _cpu_seconds(p) for k, p in self.pids.items()}
         t_start = time.perf_counter_ns()
         t_end = t_start + int(seconds * 1e9) if seconds else None
+
+        async def send(client: Any, k: int, t0: int) -> tuple[int, float]:
+            """One request to target ``k``, logged; latency from ``t0`` (its send or arrival)."""
+            self.seq += 1
+            text = f"question {self.seq}"
+            t = targets[k]
+            body = json.dumps(
+                {"model": t.model, "messages": [{"role": "user", "content": text}]}
+            ).encode()
+            retry_after = 0.0
+            try:
+                r = await client.post(t.url, content=body, headers=headers[k])
+                lat = time.perf_counter_ns() - t0
+                status = r.status_code
+                ok = status == 200 and _answer_ok(r.content, f"echo: {text}")
+                fb = r.headers.get("x-keelwork-fallback")
+                log.model.append(r.headers.get("x-keelwork-model"))
+                log.fallback.append(None if fb is None else fb == "true")
+                log.request_id.append(r.headers.get("x-request-id"))
+                log.error.append(None)
+                if status == 503:
+                    retry_after = float(r.headers.get("retry-after", "0") or 0)
+            except httpx.HTTPError as exc:
+                lat = time.perf_counter_ns() - t0
+                status, ok = 0, False
+                log.model.append(None)
+                log.fallback.append(None)
+                log.request_id.append(None)
+                log.error.append(type(exc).__name__)
+            log.target.append(k)
+            log.start_us.append((t0 - t_start) // 1000)
+            log.lat_us.append(lat // 1000)
+            log.status.append(status)
+            log.ok.append(ok)
+            return status, retry_after
 
         async def worker(w: int) -> None:
             nonlocal issued, stop
@@ -457,40 +494,8 @@ class LoadGen:
                     return
                 k = issued % len(targets)
                 issued += 1
-                self.seq += 1
-                text = f"question {self.seq}"
-                t = targets[k]
-                body = json.dumps(
-                    {"model": t.model, "messages": [{"role": "user", "content": text}]}
-                ).encode()
-                t0 = time.perf_counter_ns()
-                retry_after = 0.0
-                try:
-                    r = await self.client(t.url, w, kind).post(
-                        t.url, content=body, headers=headers[k]
-                    )
-                    lat = time.perf_counter_ns() - t0
-                    status = r.status_code
-                    ok = status == 200 and _answer_ok(r.content, f"echo: {text}")
-                    fb = r.headers.get("x-keelwork-fallback")
-                    log.model.append(r.headers.get("x-keelwork-model"))
-                    log.fallback.append(None if fb is None else fb == "true")
-                    log.request_id.append(r.headers.get("x-request-id"))
-                    log.error.append(None)
-                    if status == 503:
-                        retry_after = float(r.headers.get("retry-after", "0") or 0)
-                except httpx.HTTPError as exc:
-                    lat = time.perf_counter_ns() - t0
-                    status, ok = 0, False
-                    log.model.append(None)
-                    log.fallback.append(None)
-                    log.request_id.append(None)
-                    log.error.append(type(exc).__name__)
-                log.target.append(k)
-                log.start_us.append((t0 - t_start) // 1000)
-                log.lat_us.append(lat // 1000)
-                log.status.append(status)
-                log.ok.append(ok)
+                client = self.client(targets[k].url, w, kind)
+                _, retry_after = await send(client, k, time.perf_counter_ns())
                 if until is not None:
                     page = (await self.client(until["url"], w, kind).get(until["url"])).text
                     value = metric_value(page, until["name"], **until["labels"])
@@ -500,7 +505,48 @@ class LoadGen:
                 if honour and retry_after > 0:
                     await asyncio.sleep(retry_after)
 
-        await asyncio.gather(*(worker(w) for w in range(int(spec["concurrency"]))))
+        async def arrivals() -> None:
+            """Open loop: Poisson arrivals at ``rate``; each request timed from its arrival.
+
+            A request that finds every connection busy opens another, so a slow answer never
+            delays the next arrival (no coordinated omission); how late the generator itself
+            sent each request is logged as ``lag_us``.
+            """
+            assert rate is not None and t_end is not None
+            idle: list[LightClient] = []
+            running: set[asyncio.Task[None]] = set()
+            arrival = t_start
+
+            async def one(due: int) -> None:
+                client = idle.pop() if idle else LightClient(origin, timeout)
+                lag.append((time.perf_counter_ns() - due) // 1000)
+                try:
+                    await send(client, 0, due)
+                finally:
+                    idle.append(client)
+
+            while True:
+                arrival += int(rng.expovariate(rate) * 1e9)
+                if arrival >= t_end:
+                    break
+                wait = arrival - time.perf_counter_ns()
+                if wait > 0:
+                    await asyncio.sleep(wait / 1e9)
+                task = asyncio.create_task(one(arrival))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await asyncio.gather(*running)
+            for c in idle:
+                await c.aclose()
+
+        lag: list[int] = []
+        rate: float | None = spec.get("rate_rps")
+        if rate is not None:
+            origin = str(httpx.URL(targets[0].url).copy_with(path="/", query=None))
+            timeout = float(self.plan.get("timeout_s", 30.0))
+            await arrivals()
+        else:
+            await asyncio.gather(*(worker(w) for w in range(int(spec["concurrency"]))))
         elapsed = (time.perf_counter_ns() - t_start) / 1e9
         cpu1 = {k: _cpu_seconds(p) for k, p in self.pids.items()}
         cpu: dict[str, float | None] = {}
@@ -509,7 +555,9 @@ class LoadGen:
             cpu[k] = None if a is None or b is None else b - a
         return {
             "label": spec["label"],
-            "concurrency": spec["concurrency"],
+            "concurrency": spec.get("concurrency"),
+            "rate_rps": rate,
+            "lag_us": lag,
             "stagger_s": stagger,
             "client": kind,
             "time_wait": None if tw_port is None else [tw0, time_wait_to(tw_port)],

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -116,14 +116,51 @@ class Keelwork:
     services: list[str]
 
 
+@dataclass(frozen=True)
+class Cpus:
+    """Which cores the server under test gets, and which everything else shares.
+
+    In production the clients and the model provider are other machines. Here they share one
+    small VM, and a load generator saturating the core keelwork runs on measures the
+    generator, not keelwork. Pinning the server under test (keelwork, or the floor app it is
+    compared with) to its own core and the rest (load generator, upstreams, chaos proxy) to
+    the others keeps them from taking turns on one core. ``None`` sets: no pinning.
+    """
+
+    sut: frozenset[int] | None = None
+    rest: frozenset[int] | None = None
+
+    @classmethod
+    def split(cls) -> Cpus:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            return cls()
+        return cls(frozenset(cores[-1:]), frozenset(cores[:-1]))
+
+    def describe(self) -> str:
+        if self.sut is None:
+            return "not pinned: every process on every core"
+        return (
+            f"server under test (keelwork, floor app) pinned to core(s) {sorted(self.sut)}; "
+            f"load generator, upstreams, chaos proxy and this script to {sorted(self.rest or ())}"
+        )
+
+    def preexec(self, sut: bool) -> Callable[[], None] | None:
+        cores = self.sut if sut else self.rest
+        if cores is None:
+            return None
+        return lambda: os.sched_setaffinity(0, cores)
+
+
 @dataclass
 class Stack:
     """The processes of one scenario; ``close`` stops them all (SIGINT, so journals flush)."""
 
     tmp: Path
+    cpus: Cpus
     procs: list[Proc] = field(default_factory=list)
 
-    def _spawn(self, name: str, args: list[str], ready_path: str) -> Proc:
+    def _spawn(self, name: str, args: list[str], ready_path: str, *, sut: bool = False) -> Proc:
         port = free_port()
         out, err = self.tmp / f"{name}.out", self.tmp / f"{name}.err"
         with out.open("wb") as fo, err.open("wb") as fe:
@@ -132,6 +169,7 @@ class Stack:
                 stdout=fo,
                 stderr=fe,
                 cwd=ROOT,
+                preexec_fn=self.cpus.preexec(sut),
             )
         p = Proc(name, port, proc, out, err)
         self.procs.append(p)
@@ -142,7 +180,7 @@ class Stack:
         return self._spawn(name, ["upstream", "--delay-s", str(delay_s)], "/v1/models")
 
     def floor(self, name: str) -> Proc:
-        return self._spawn(name, ["floor"], "/ready")
+        return self._spawn(name, ["floor"], "/ready", sut=True)
 
     def chaos(self, name: str, upstream: Proc, faults: dict[str, Any]) -> Proc:
         args = ["chaos", "--upstream", upstream.base, "--faults", json.dumps(faults)]
@@ -166,7 +204,7 @@ class Stack:
             (d / "keelwork.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
             args += ["--service", str(d)]
             names.append(name)
-        return Keelwork(self._spawn("keelwork", args, "/readyz"), db_url, key, names)
+        return Keelwork(self._spawn("keelwork", args, "/readyz", sut=True), db_url, key, names)
 
     def stop(self, p: Proc) -> None:
         if p.proc.poll() is None:
@@ -183,9 +221,9 @@ class Stack:
 
 
 @contextmanager
-def stack(name: str) -> Iterator[Stack]:
+def stack(name: str, cpus: Cpus) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix=f"kw-faults-{name}-") as tmp:
-        s = Stack(Path(tmp))
+        s = Stack(Path(tmp), cpus)
         try:
             yield s
         finally:
@@ -226,6 +264,7 @@ def run_load(
         capture_output=True,
         text=True,
         cwd=ROOT,
+        preexec_fn=s.cpus.preexec(sut=False),
     )
     if done.returncode != 0:
         raise BenchError(f"load generator failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -450,17 +489,26 @@ def attempts_of(row: dict[str, Any]) -> list[dict[str, Any]]:
     return list(a or [])
 
 
-def verdict(name: str, target_text: str, measured: str, met: bool) -> dict[str, Any]:
-    return {"target": name, "wanted": target_text, "measured": measured, "met": met}
+def verdict(
+    name: str, target_text: str, measured: str, met: bool, *, context: bool = False
+) -> dict[str, Any]:
+    """One figure against its target; ``context`` rows are reported but judge nothing."""
+    return {
+        "target": name,
+        "wanted": target_text,
+        "measured": measured,
+        "met": met,
+        "context": context,
+    }
 
 
 # --- scenario 1: a primary failing 30% of the time --------------------------------------------
 
 
-def scenario_failing(quick: bool) -> dict[str, Any]:
+def scenario_failing(quick: bool, cpus: Cpus) -> dict[str, Any]:
     """Faults on 30% of the primary's calls, a healthy second upstream as the fallback."""
     warm, n, conc = (50, 1000, 32) if quick else (200, 10_000, 32)
-    with stack("failing") as s:
+    with stack("failing", cpus) as s:
         up_a = s.upstream("upstream-a")
         up_b = s.upstream("upstream-b")
         chaos = s.chaos("chaos", up_a, FAULTS_30)
@@ -581,11 +629,11 @@ def _integrity_verdict(checks: dict[str, Any]) -> dict[str, Any]:
 # --- scenario 2: the primary is down ----------------------------------------------------------
 
 
-def scenario_down(quick: bool) -> dict[str, Any]:
+def scenario_down(quick: bool, cpus: Cpus) -> dict[str, Any]:
     """Nothing listens on the primary's port: when does the breaker open, what does it cost?"""
     warm, per_mode = (30, 150) if quick else (150, 2000)
     dead = free_port()  # bound and released: nothing listens there
-    with stack("down") as s:
+    with stack("down", cpus) as s:
         up_b = s.upstream("upstream-b")
         down = chat_spec(
             "down",
@@ -699,7 +747,7 @@ def scenario_down(quick: bool) -> dict[str, Any]:
 # --- scenario 3: ten times the concurrency cap ------------------------------------------------
 
 
-def scenario_overload(quick: bool) -> dict[str, Any]:
+def scenario_overload(quick: bool, cpus: Cpus) -> dict[str, Any]:
     """A cap of 8 requests in the models and no queue, then 80 clients.
 
     Measured twice in the same run, with the light client and with httpx: at 80 clients that
@@ -709,12 +757,13 @@ def scenario_overload(quick: bool) -> dict[str, Any]:
     floor is a bare ASGI app that answers 503 at once, under the same load.
     """
     cap, clients, delay = 8, 80, 0.05
+    rate = 10 * cap / delay  # 1,600 req/s: ten times the requests the cap lets through
     n_unloaded, secs = (300, 3.0) if quick else (2000, 15.0)
     policies = {"max_concurrency": cap, "max_queue": 0}
     # Clients that start together against a fixed-delay upstream stay in lockstep; spreading
     # their first requests over one upstream delay gives the steady arrivals real traffic has.
     spread = {"stagger_s": delay}
-    with stack("overload") as s:
+    with stack("overload", cpus) as s:
         up = s.upstream("upstream", delay_s=delay)
         floor = s.floor("floor")
         kw = s.keelwork([chat_spec("capped", f"{up.base}/v1", policies=policies)])
@@ -738,6 +787,12 @@ def scenario_overload(quick: bool) -> dict[str, Any]:
                 },
             ]
         floor_tgt = [target("floor", f"{floor.base}/v1/chat/completions", "capped", kw.key)]
+        # Open loop: arrivals at 10x what the cap can serve (cap / delay per second), however
+        # fast the answers come, each timed from its arrival; keelwork, then the floor.
+        for label, tg in (("open", tgt), ("floor_open", floor_tgt)):
+            plan.append(
+                {"label": label, "targets": tg, "rate_rps": rate, "seconds": secs, "settle_s": 2.0}
+            )
         plan.append(
             {
                 **spread,
@@ -766,8 +821,11 @@ def scenario_overload(quick: bool) -> dict[str, Any]:
             "clients": "closed loop, first requests spread over one upstream delay; in "
             "`overload` a shed client sends its next request at once, in "
             "`overload_retry_after` it first sleeps the Retry-After (1 s)",
-            "generators": "every phase twice: the light client (raw HTTP/1.1, httptools) "
-            "and httpx (labels ending in _httpx); verdicts from the light client",
+            "generators": "closed-loop phases twice: the light client (raw HTTP/1.1, "
+            "httptools) and httpx (labels ending in _httpx)",
+            "open_loop": f"`open` and `floor_open`: Poisson arrivals at {rate:.0f} req/s "
+            "(10x cap / upstream delay), light client, a new connection whenever all are busy, "
+            "latency from each request's arrival time; the verdicts are judged on these",
         },
         "shed_total_metric": sum(v for _, v in metric_values(metrics, "keelwork_shed_total")),
         "checks": checks,
@@ -788,22 +846,12 @@ def scenario_overload(quick: bool) -> dict[str, Any]:
             out[label] = one
             if gen != "light":
                 continue
-            s503, sadm = one["latency_503"], one["latency_admitted"]
-            what = "" if label == "overload" else " (clients honour Retry-After)"
-            verdicts += [
-                verdict(
-                    f"503 latency{what}",
-                    "p99 <= 5 ms",
-                    f"p50 {s503['p50_ms']:.1f} / p99 {s503['p99_ms']:.1f} ms",
-                    s503["p99_ms"] <= 5.0,
-                ),
-                verdict(
-                    f"admitted p99{what}",
-                    f"<= 2 x unloaded p99 ({2 * base['p99_ms']:.1f} ms)",
-                    f"{sadm['p99_ms']:.1f} ms ({sadm['p99_ms'] / base['p99_ms']:.2f}x)",
-                    sadm["p99_ms"] <= 2 * base["p99_ms"],
-                ),
-            ]
+            what = (
+                f"{clients} closed-loop clients resending at once"
+                if label == "overload"
+                else f"{clients} closed-loop clients honouring Retry-After"
+            )
+            verdicts += _overload_verdicts(one, base, what, context=True)
     fl = by_label["floor"]
     out["floor"] = {
         "statuses": statuses(fl["log"]),
@@ -812,9 +860,43 @@ def scenario_overload(quick: bool) -> dict[str, Any]:
         "rps": len(fl["log"]["status"]) / fl["elapsed_s"],
         "cpu_use": cpu_use(fl),
     }
+    unloaded = by_label["unloaded"]
+    base = summary_ms(pick(unloaded["log"], unloaded["log"]["ok"]))
+    out["open"] = _overload_phase(by_label["open"], rows, base)
+    fo = by_label["floor_open"]["log"]
+    out["floor_open"] = {
+        "statuses": statuses(fo),
+        "latency_503": summary_ms(pick(fo, [st == 503 for st in fo["status"]])),
+    }
+    for label in ("open", "floor_open"):
+        out[label]["generator_lag_ms"] = summary_ms(by_label[label]["lag_us"])
+    what = f"arrivals at 10x what the cap serves ({rate:.0f} req/s, open loop)"
+    verdicts = _overload_verdicts(out["open"], base, what, context=False) + verdicts
     verdicts.append(_integrity_verdict(checks))
     out["verdicts"] = verdicts
     return out
+
+
+def _overload_verdicts(
+    one: dict[str, Any], base: dict[str, Any], what: str, *, context: bool
+) -> list[dict[str, Any]]:
+    s503, sadm = one["latency_503"], one["latency_admitted"]
+    return [
+        verdict(
+            f"503 latency, {what}",
+            "p99 <= 5 ms",
+            f"p50 {s503['p50_ms']:.1f} / p99 {s503['p99_ms']:.1f} ms",
+            s503["p99_ms"] <= 5.0,
+            context=context,
+        ),
+        verdict(
+            f"admitted p99, {what}",
+            f"<= 2 x unloaded p99 ({2 * base['p99_ms']:.1f} ms)",
+            f"{sadm['p99_ms']:.1f} ms ({sadm['p99_ms'] / base['p99_ms']:.2f}x)",
+            sadm["p99_ms"] <= 2 * base["p99_ms"],
+            context=context,
+        ),
+    ]
 
 
 def _overload_phase(
@@ -852,7 +934,9 @@ def _overload_phase(
 # --- scenario 4: pass-through overhead --------------------------------------------------------
 
 
-def scenario_passthrough(quick: bool, runs: Sequence[tuple[int, float]]) -> dict[str, Any]:
+def scenario_passthrough(
+    quick: bool, cpus: Cpus, runs: Sequence[tuple[int, float]]
+) -> dict[str, Any]:
     """keelwork in front of an upstream vs the upstream alone, per (clients, upstream delay).
 
     With closed-loop clients the offered load is clients / delay requests per second, so the
@@ -863,7 +947,7 @@ def scenario_passthrough(quick: bool, runs: Sequence[tuple[int, float]]) -> dict
     out: dict[str, Any] = {"runs": {}, "verdicts": []}
     for clients, delay in runs:
         name = f"{clients} clients, upstream {delay * 1000:.0f} ms"
-        one = _passthrough_one(quick, clients, delay)
+        one = _passthrough_one(quick, cpus, clients, delay)
         out["runs"][name] = one
         for v in one["verdicts"]:
             ctx = "" if clients == 200 else ", context: not the target's 200 clients"
@@ -871,10 +955,10 @@ def scenario_passthrough(quick: bool, runs: Sequence[tuple[int, float]]) -> dict
     return out
 
 
-def _passthrough_one(quick: bool, clients: int, delay: float) -> dict[str, Any]:
+def _passthrough_one(quick: bool, cpus: Cpus, clients: int, delay: float) -> dict[str, Any]:
     rounds, secs, warm, rewarm = (1, 3.0, 2.0, 1.0) if quick else (4, 8.0, 3.0, 2.0)
     policies = {"timeout_ms": 10_000}  # max_concurrency: the default, 256
-    with stack("passthrough") as s:
+    with stack("passthrough", cpus) as s:
         up = s.upstream("upstream", delay_s=delay)
         kw = s.keelwork([chat_spec("passthru", f"{up.base}/v1", policies=policies)])
         pids = {"keelwork": kw.proc.pid, "upstream": up.pid}
@@ -1068,10 +1152,18 @@ def print_report(res: dict[str, Any]) -> None:
                     _lat_row(f"{lab}: shed 503", o[lab]["latency_503"]),
                 ]
         rows.append(_lat_row("floor: bare ASGI app, 503", o["floor"]["latency_503"]))
-        console.print(_lat_table("3. 80 clients on a cap of 8", rows))
+        rows += [
+            _lat_row("open: admitted 200", o["open"]["latency_admitted"]),
+            _lat_row("open: shed 503", o["open"]["latency_503"]),
+            _lat_row("open: generator lag", o["open"]["generator_lag_ms"]),
+            _lat_row("floor_open: 503", o["floor_open"]["latency_503"]),
+        ]
+        console.print(_lat_table("3. a cap of 8: 80 clients, and open-loop arrivals", rows))
         for gen in GENERATORS:
             tag = "" if gen == "light" else f"_{gen}"
-            for lab in (f"overload{tag}", f"overload_retry_after{tag}"):
+            for lab in (f"overload{tag}", f"overload_retry_after{tag}", "open"):
+                if lab == "open" and gen != "light":
+                    continue
                 x = o[lab]
                 console.print(
                     f"{lab}: shed {x['shed_fraction']:.1%} of {x['requests']:,} "
@@ -1105,7 +1197,8 @@ def print_report(res: dict[str, Any]) -> None:
                 v["target"],
                 v["wanted"],
                 v["measured"],
-                "[green]met[/]" if v["met"] else "[red]MISSED[/]",
+                ("context: " if v.get("context") else "")
+                + ("[green]met[/]" if v["met"] else "[red]MISSED[/]"),
             )
     console.print(t)
 
@@ -1120,12 +1213,21 @@ def main(argv: list[str] | None = None) -> int:
         help="scenario 4's CLIENTSxDELAY_MS runs, one fresh setup each (quick: 200x1000)",
     )
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/faults.json)")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="run every process on every core (default: the server under test gets a core "
+        "of its own, the load generator and upstreams the others)",
+    )
     a = p.parse_args(argv)
     wanted = [x.strip() for x in a.only.split(",") if x.strip()]
     unknown = set(wanted) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
     source = check_source()
+    cpus = Cpus() if a.no_pin else Cpus.split()
+    if cpus.rest is not None:
+        os.sched_setaffinity(0, cpus.rest)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = (a.out or RESULTS / ("faults-quick.json" if a.quick else "faults.json")).resolve()
     res: dict[str, Any] = {
@@ -1135,6 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
         "git": git_state("src"),
         "keelwork_source": source,
         "servers": f"each in its own process: uvicorn, {UVICORN_SETTINGS}",
+        "cpus": cpus.describe(),
         "load_generator": "asyncio, closed loop, its own process (uvloop); httpx, and in "
         "scenario 3 also the light client (raw HTTP/1.1, httptools)",
         "scenarios": {},
@@ -1144,18 +1247,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in wanted:
             console.print(f"[bold]{name}[/] ...")
             if name == "failing":
-                res["scenarios"][name] = scenario_failing(a.quick)
+                res["scenarios"][name] = scenario_failing(a.quick, cpus)
             elif name == "down":
-                res["scenarios"][name] = scenario_down(a.quick)
+                res["scenarios"][name] = scenario_down(a.quick, cpus)
             elif name == "overload":
-                res["scenarios"][name] = scenario_overload(a.quick)
+                res["scenarios"][name] = scenario_overload(a.quick, cpus)
             else:
                 runs = [
                     (int(c), float(d) / 1000)
                     for c, d in (x.split("x") for x in a.passthrough_runs.split(","))
                 ]
                 res["scenarios"][name] = scenario_passthrough(
-                    a.quick, [(200, 1.0)] if a.quick else runs
+                    a.quick, cpus, [(200, 1.0)] if a.quick else runs
                 )
     except BenchError as exc:
         console.print(f"[bold red]benchmark failed:[/] {exc}")

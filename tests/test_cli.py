@@ -61,6 +61,24 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert runner.invoke(app, ["keys", "create", "--role", "root", "--dir", str(d)]).exit_code == 1
 
 
+def test_keys_set_changes_role_and_scopes_and_audits_it(tmp_path: Path) -> None:
+    d = tmp_path / "svc"
+    runner.invoke(app, ["init", str(d)])
+    key = runner.invoke(app, ["keys", "create", "--role", "client", "--dir", str(d)]).stdout
+    prefix = key.strip()[:12]
+    r = runner.invoke(
+        app, ["keys", "set", prefix, "--role", "reviewer", "--scope", "svc", "--dir", str(d)]
+    )
+    assert r.exit_code == 0 and "role reviewer, scopes svc" in r.stdout
+    r = runner.invoke(app, ["keys", "set", prefix, "--all-services", "--dir", str(d)])
+    assert r.exit_code == 0 and "scopes every service" in r.stdout
+    r = runner.invoke(app, ["keys", "set", prefix, "--role", "root", "--dir", str(d)])
+    assert r.exit_code == 1 and "unknown role 'root'" in r.output
+    listing = runner.invoke(app, ["audit", "list", "--dir", str(d)]).stdout
+    assert listing.count("role.changed") == 2
+    assert runner.invoke(app, ["audit", "verify", "--dir", str(d)]).exit_code == 0
+
+
 def test_a_broken_spec_fails_with_the_key_named(tmp_path: Path) -> None:
     d = tmp_path / "svc"
     runner.invoke(app, ["init", str(d)])

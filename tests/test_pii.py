@@ -718,3 +718,14 @@ def test_redact_json_never_raises(value: Any, mode: str) -> None:
         for sample in ("jane.doe@example.com", "4111 1111 1111 1111", "123-45-6789"):
             assert sample not in dumped
     assert all(s.path.startswith("$") for s in spans)
+
+
+def test_the_scanners_memo_of_clean_texts_holds_no_personal_data_and_stays_bounded() -> None:
+    scanner = PiiScanner()
+    texts = [f"user {i}" for i in range(5000)] + ["mail me: jo@example.com"] * 3
+    for t in texts:
+        scanner.scan(t)
+    assert scanner.scan("mail me: jo@example.com")  # found every time, never memoised clean
+    memo = scanner._clean
+    assert 0 < len(memo) <= 4096
+    assert all(not PiiScanner().scan(t) for t in memo)

@@ -40,6 +40,7 @@ def probe(path: str, victim: str) -> tuple[str, Any]:
         "/v1/embeddings": {"model": "toy", "input": "x"},
         "/v1/admin/keys": {"role": "client", "name": "made-by-matrix"},
         f"/v1/admin/keys/{victim}/rotate": {"overlap_s": 0},
+        f"/v1/admin/keys/{victim}": {"role": "reviewer"},
     }
     return url, bodies.get(url, {})
 
@@ -89,7 +90,7 @@ async def test_the_whole_matrix_every_role_on_every_route(app_env: Any) -> None:
             url, body = probe(path, victim)
             headers = {"Authorization": f"Bearer {keys[role]}"} if role else {}
             r = await client.request(
-                method, url, json=body if method == "POST" else None, headers=headers
+                method, url, json=body if method in ("POST", "PATCH") else None, headers=headers
             )
             outcomes[(method, path, role or "-")] = r.status_code
             where = (
@@ -183,3 +184,67 @@ async def test_an_expired_key_is_refused_and_no_longer_listed(app_env: Any) -> N
     assert r.status_code == 401
     assert all(k.id != info.id for k in svc.keys.list())
     assert any(k.id == info.id for k in svc.keys.list(include_revoked=True))
+
+
+async def test_an_admin_changes_a_keys_role_and_scopes_and_the_audit_log_has_before_and_after(
+    app_env: Any,
+) -> None:
+    client, svc, _ = app_env
+    admin, admin_info = svc.keys.create("admin", "ops")
+    key, info = svc.keys.create("client", "app", scopes=["toy"])
+    auth = {"Authorization": f"Bearer {admin}"}
+    r = await client.patch(f"/v1/admin/keys/{info.id}", json={"role": "reviewer"}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert (r.json()["role"], r.json()["scopes"]) == ("reviewer", ["toy"])  # scopes kept
+    svc.keys._cache.clear()  # as another replica, once its cache entry has aged out
+    predict = {"Authorization": f"Bearer {key}"}
+    r = await client.post("/v1/services/toy/predict", json={"text": "hi"}, headers=predict)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "auth.forbidden"
+
+    r = await client.patch(
+        f"/v1/admin/keys/{info.prefix}", json={"role": "client", "scopes": None}, headers=auth
+    )
+    assert (r.json()["role"], r.json()["scopes"]) == ("client", None)  # every service again
+    svc.keys._cache.clear()
+    r = await client.post("/v1/services/toy/predict", json={"text": "hi"}, headers=predict)
+    assert r.status_code == 200
+
+    entries = AuditLog(svc.store).recent(action="role.changed")[::-1]  # oldest first
+    assert [(e.before["role"], e.after["role"]) for e in entries] == [
+        ("client", "reviewer"),
+        ("reviewer", "client"),
+    ]
+    assert entries[1].before["scopes"] == ["toy"] and entries[1].after["scopes"] is None
+    assert all(e.target == info.id for e in entries)
+    assert all(e.actor == f"{admin_info.id} (ops)" for e in entries)  # who, never the key
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"role": "superuser"}, 422, "keys.role"),
+        ({"scopes": []}, 422, "keys.scopes"),
+        ({}, 422, "keys.unchanged"),
+        ({"role": "client", "colour": "red"}, 422, "request.invalid"),
+    ],
+)
+async def test_a_bad_key_change_is_refused_with_what_was_wrong(
+    app_env: Any, body: dict[str, Any], status: int, code: str
+) -> None:
+    client, svc, _ = app_env
+    admin, _ = svc.keys.create("admin", "ops")
+    _, info = svc.keys.create("client", "app")
+    auth = {"Authorization": f"Bearer {admin}"}
+    r = await client.patch(f"/v1/admin/keys/{info.id}", json=body, headers=auth)
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+    assert svc.keys.get(info.id).role == "client"
+
+
+async def test_a_revoked_key_cannot_be_given_a_new_role(app_env: Any) -> None:
+    client, svc, _ = app_env
+    admin, _ = svc.keys.create("admin", "ops")
+    _, info = svc.keys.create("client", "app")
+    svc.keys.revoke(info.id)
+    auth = {"Authorization": f"Bearer {admin}"}
+    r = await client.patch(f"/v1/admin/keys/{info.id}", json={"role": "admin"}, headers=auth)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "keys.dead")

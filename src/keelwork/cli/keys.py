@@ -1,4 +1,4 @@
-"""`keelwork keys`: create, rotate, list and revoke API keys (each change audited)."""
+"""`keelwork keys`: create, change, rotate, list and revoke API keys (each change audited)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,38 @@ def keys_rotate(
     until = f"{old.expires_at:%Y-%m-%d %H:%M} UTC" if old.expires_at else "never"
     err_console().print(f"created {new.id} replacing {old.id} (which works until {until}):")
     typer.echo(key)
+
+
+@keys_app.command("set")
+def keys_set(
+    key_id: Annotated[str, typer.Argument(help="Key id (key_...) or prefix.")],
+    role: Annotated[str | None, typer.Option(help="The key's new role.")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="A service the key may act on (repeat); replaces its scopes."),
+    ] = None,
+    all_services: Annotated[
+        bool, typer.Option("--all-services", help="Let the key act on every service.")
+    ] = False,
+    directory: DirOpt = Path("."),
+    database_url: DbOpt = None,
+) -> None:
+    """Change a live key's role and/or scopes (audited, with the values before and after)."""
+    from keelwork.security.keys import UNCHANGED, KeyStore
+
+    if scope and all_services:
+        raise fail(KeelworkError("give --scope or --all-services, not both", code="cli.usage"))
+    scopes = None if all_services else scope if scope else UNCHANGED
+    store = open_store(directory, database_url)
+    try:
+        before, after = KeyStore(store).change(
+            key_id, role=role, scopes=scopes, roles=_known_roles(directory)
+        )
+    except KeelworkError as exc:
+        raise fail(exc) from None
+    _audit(store, "role.changed", before.id, before.public(), after.public())
+    shown = ",".join(after.scopes) if after.scopes is not None else "every service"
+    console().print(f"{after.id}: role {after.role}, scopes {shown}")
 
 
 @keys_app.command("list")

@@ -164,6 +164,9 @@ class PiiScanner:
         self._phones = detectors.PhoneFinder(region) if "PHONE" in chosen else None
         if self._phones is not None:
             _warm_up_phone_metadata()
+        # Short texts found clean: roles, model names, JSON keys and error messages recur in
+        # every stored row. Only texts with no finding are kept, so it holds no personal data.
+        self._clean: dict[str, None] = {}
 
     # -- finding
 
@@ -173,7 +176,7 @@ class PiiScanner:
 
     def _find(self, text: str) -> tuple[list[Span], dict[str, str]]:
         """The spans, and the E.164 form of each phone number found (raw -> E.164)."""
-        if not text:
+        if not text or text in self._clean:
             return [], {}
         facts = detectors.Facts.of(text)
         found: list[detectors.Found] = []
@@ -186,6 +189,12 @@ class PiiScanner:
                 found.append(hit)
                 if e164:
                     phones[text[hit[1] : hit[2]]] = e164
+        if not found:
+            if len(text) <= _CLEAN_CHARS:
+                if len(self._clean) >= _CLEAN_ENTRIES:
+                    self._clean.clear()
+                self._clean[text] = None
+            return [], phones
         spans = _resolve(found)
         return (_add_repeats(text, spans) if spans else spans), phones
 
@@ -340,6 +349,8 @@ def _greedy(cluster: list[detectors.Found]) -> list[Span]:
 # Searching every other occurrence of every value costs len(text) x distinct values; past this
 # many characters searched, a huge text with many findings keeps only what detectors found.
 _REPEAT_BUDGET: Final = 50_000_000
+_CLEAN_CHARS: Final = 64  # longer texts rarely recur verbatim
+_CLEAN_ENTRIES: Final = 4096
 
 
 def _add_repeats(text: str, spans: list[Span]) -> list[Span]:

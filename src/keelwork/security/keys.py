@@ -21,7 +21,7 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -97,6 +97,13 @@ def _plausible(key: str) -> bool:
     return key.startswith(KEY_PREFIX) and 35 <= len(key) <= 128 and key.isascii()
 
 
+class _Unchanged:
+    """The type of ``UNCHANGED``: scopes left as they are (``None`` means every service)."""
+
+
+UNCHANGED: Final = _Unchanged()
+
+
 class KeyStore:
     """Creates, lists, revokes and verifies keys held in the store."""
 
@@ -120,22 +127,12 @@ class KeyStore:
 
         ``roles`` are the roles this deployment knows (built-in plus the spec's custom ones).
         """
-        if role not in roles:
-            raise KeelworkError(
-                f"unknown role {role!r}; choose one of {', '.join(sorted(roles))}",
-                code="keys.role",
-                status=422,
-                details=[Violation("$.role", "role", role)],
-            )
+        _check_role(role, roles)
         if expires_in is not None and expires_in <= timedelta(0):
             raise KeelworkError(
                 f"expiry must be in the future (got {expires_in})", code="keys.expiry", status=422
             )
-        scope_t = tuple(sorted(set(scopes))) if scopes is not None else None
-        if scope_t == ():
-            raise KeelworkError(
-                "a key scoped to no service could do nothing", code="keys.scopes", status=422
-            )
+        scope_t = _scope_tuple(scopes)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)
         now = datetime.now(UTC)
@@ -209,6 +206,42 @@ class KeyStore:
         self._cache.clear()
         return key, new, self.get(old.id)
 
+    def change(
+        self,
+        ident: str,
+        *,
+        role: str | None = None,
+        scopes: Iterable[str] | _Unchanged | None = UNCHANGED,
+        roles: Collection[str] = tuple(BUILTIN_ROLES),
+    ) -> tuple[KeyInfo, KeyInfo]:
+        """Give a live key another role and/or scopes (``None``: every service).
+
+        Returns (before, after) for the audit log. Other replicas see the change when their
+        cache entry for the key ages out, as with a revocation.
+        """
+        before = self.get(ident)
+        if before.revoked_at is not None or (
+            before.expires_at is not None and before.expires_at <= datetime.now(UTC)
+        ):
+            raise KeelworkError(
+                f"key {before.id} is no longer live; create a new one", code="keys.dead", status=409
+            )
+        values: dict[str, Any] = {}
+        if role is not None:
+            _check_role(role, roles)
+            values["role"] = role
+        if not isinstance(scopes, _Unchanged):
+            scope_t = _scope_tuple(scopes)
+            values["scopes"] = list(scope_t) if scope_t is not None else None
+        if not values:
+            raise KeelworkError(
+                "nothing to change: give a role, scopes or both", code="keys.unchanged", status=422
+            )
+        with self.store.engine.begin() as conn:
+            conn.execute(api_keys.update().where(api_keys.c.id == before.id).values(**values))
+        self._cache.clear()
+        return before, self.get(before.id)
+
     def list(self, *, include_revoked: bool = False) -> list[KeyInfo]:
         q = sa.select(api_keys).order_by(api_keys.c.created_at)
         if not include_revoked:  # live keys only: neither revoked nor expired
@@ -259,27 +292,61 @@ class KeyStore:
         return None if principal.expired() else principal
 
     async def authenticate(self, key: str) -> Principal | None:
-        """Verify with a short-lived cache so a known key costs no I/O on the hot path."""
+        """Verify with a short-lived cache so a known key costs no I/O on the hot path.
+
+        An entry is served for ``cache_ttl`` after the lookup that made it began. Past half of
+        that, the next request starts a lookup in the background and is still served from the
+        cache, so a busy key never waits on the store (a wait that, under load, is spent behind
+        the event loop's backlog); only a key unseen for a whole ``cache_ttl`` waits.
+        """
         if not _plausible(key):
             return None
         digest = hashlib.sha256(key.encode()).digest()
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
+            if now >= hit[1] - self.cache_ttl / 2 and digest not in self._inflight:
+                self._lookup(digest, key, now)
             return None if hit[0] is None or hit[0].expired() else hit[0]
         pending = self._inflight.get(digest)
-        if pending is not None:  # one lookup per key, however many requests wait for it
-            return await asyncio.shield(pending)
+        if pending is None:  # one lookup per key, however many requests wait for it
+            pending = self._lookup(digest, key, now)
+        return await asyncio.shield(pending)
+
+    def _lookup(self, digest: bytes, key: str, began: float) -> asyncio.Future[Principal | None]:
+        """Look the key up on a thread and cache what is found, timed from when it began."""
         lookup = asyncio.ensure_future(asyncio.to_thread(self.verify, key))
         self._inflight[digest] = lookup
-        try:
-            principal = await asyncio.shield(lookup)
-        finally:
+
+        def settle(done: asyncio.Future[Principal | None]) -> None:
             self._inflight.pop(digest, None)
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[digest] = (principal, time.monotonic() + self.cache_ttl)
-        return principal
+            if done.cancelled() or done.exception() is not None:
+                return  # a waiting caller gets the error; a background refresh just expires
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (done.result(), began + self.cache_ttl)
+
+        lookup.add_done_callback(settle)
+        return lookup
+
+
+def _check_role(role: str, roles: Collection[str]) -> None:
+    if role not in roles:
+        raise KeelworkError(
+            f"unknown role {role!r}; choose one of {', '.join(sorted(roles))}",
+            code="keys.role",
+            status=422,
+            details=[Violation("$.role", "role", role)],
+        )
+
+
+def _scope_tuple(scopes: Iterable[str] | None) -> tuple[str, ...] | None:
+    scope_t = tuple(sorted(set(scopes))) if scopes is not None else None
+    if scope_t == ():
+        raise KeelworkError(
+            "a key scoped to no service could do nothing", code="keys.scopes", status=422
+        )
+    return scope_t
 
 
 def _info(r: Any) -> KeyInfo:

@@ -1,4 +1,4 @@
-"""Key management over HTTP (action `manage_keys`): create, list, rotate, revoke.
+"""Key management over HTTP (action `manage_keys`): create, list, change, rotate, revoke.
 
 A created or rotated key is in the response body once and nowhere else; listings show the
 public prefix only."""
@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from keelwork.errors import KeelworkError, RequestError, Violation
 from keelwork.security.gate import Gate
-from keelwork.security.keys import KeyStore
+from keelwork.security.keys import UNCHANGED, KeyStore
 from keelwork.security.rbac import Action
 from keelwork.server.access import admit, audit, declare
 from keelwork.server.responses import json_response
@@ -31,6 +31,15 @@ class NewKey(BaseModel):
     name: str = Field(default="", max_length=128)
     scopes: list[str] | None = Field(default=None, max_length=256)
     expires_in_s: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
+class KeyChange(BaseModel):
+    """A new role and/or scopes; ``"scopes": null`` opens the key to every service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str | None = Field(default=None, max_length=32)
+    scopes: list[str] | None = Field(default=None, max_length=256)
 
 
 class Rotation(BaseModel):
@@ -97,6 +106,26 @@ def add_key_routes(app: FastAPI) -> None:
         store, _ = keys(request)
         found = await asyncio.to_thread(store.list, include_revoked=all)
         return json_response({"keys": [k.public() for k in found]})
+
+    @app.patch(
+        "/v1/admin/keys/{ident}",
+        tags=["admin"],
+        openapi_extra=declare(Action.MANAGE_KEYS, **_schema(KeyChange)),
+    )
+    async def change_key(ident: str, request: Request) -> Response:
+        """Change a live key's role and/or scopes; audited with the values before and after."""
+        actor = await admit(request, Action.MANAGE_KEYS)
+        body = _body(KeyChange, await request.body())
+        store, gate = keys(request)
+        before, after = await asyncio.to_thread(
+            store.change,
+            ident,
+            role=body.role,
+            scopes=body.scopes if "scopes" in body.model_fields_set else UNCHANGED,
+            roles=tuple(gate.rbac.roles),
+        )
+        await audit(request, actor, "role.changed", before.id, before.public(), after.public())
+        return json_response(after.public())
 
     @app.post(
         "/v1/admin/keys/{ident}/revoke", tags=["admin"], openapi_extra=declare(Action.MANAGE_KEYS)
