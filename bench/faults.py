@@ -970,6 +970,7 @@ def _passthrough_one(quick: bool, cpus: Cpus, clients: int, delay: float) -> dic
                 "concurrency": clients,
                 "seconds": warm,
                 "stagger_s": delay,
+                "client": "light",
             }
             for m, t in modes.items()
         ]
@@ -979,7 +980,12 @@ def _passthrough_one(quick: bool, cpus: Cpus, clients: int, delay: float) -> dic
                 # Each round is preceded by 2 s of the same load, not measured: after the other
                 # mode's round every pooled connection has been idle past its 5 s keep-alive
                 # expiry, and a round would otherwise open with 200 reconnects at once.
-                one = {"targets": [modes[m]], "concurrency": clients, "stagger_s": delay}
+                one = {
+                    "targets": [modes[m]],
+                    "concurrency": clients,
+                    "stagger_s": delay,
+                    "client": "light",
+                }
                 plan += [
                     {**one, "label": f"warmup-round{r + 1}-{m}", "seconds": rewarm},
                     {**one, "label": f"round{r + 1}-{m}", "seconds": secs},

@@ -510,13 +510,27 @@ def redact_json(
     # Block mode rewrites nothing, but paths still need raw-free keys: build them as redact.
     rewrite_mode: Mode = "redact" if mode == "block" else mode
     walker = _JsonWalker(scanner, rewrite_mode, numbering, spans, max_depth)
-    out = walker.walk(value, "$", 0)
+    out = walker.walk(value, (), 0)
     if mode == "block" and spans:
         raise _blocked_error([(s.path, Span(s.type, s.start, s.end)) for s in spans])
     return out, spans
 
 
+_Path = tuple[str | int, ...]
+
+
+def _render(path: _Path) -> str:
+    """``$.messages[0].content`` from its segments; only done for a finding."""
+    out = "$"
+    for seg in path:
+        out = f"{out}[{seg}]" if isinstance(seg, int) else _key_path(out, seg)
+    return out
+
+
 class _JsonWalker:
+    """Paths are kept as segment tuples and only rendered for a finding: most stored values
+    hold none, and building every path string cost more than scanning the short keys."""
+
     __slots__ = ("max_depth", "mode", "numbering", "scanner", "spans")
 
     def __init__(
@@ -533,18 +547,19 @@ class _JsonWalker:
         self.spans = spans
         self.max_depth = max_depth
 
-    def text(self, s: str, path: str, in_key: bool = False) -> str:
+    def text(self, s: str, path: _Path, in_key: bool = False) -> str:
         found, phones = self.scanner._find(s)
         if not found:
             return s
-        self.spans.extend(JsonSpan(path, f.type, f.start, f.end, in_key) for f in found)
+        where = _render(path)
+        self.spans.extend(JsonSpan(where, f.type, f.start, f.end, in_key) for f in found)
         return self.scanner.rewrite(s, found, self.mode, self.numbering, phones)
 
-    def unscanned(self, path: str) -> str:
-        self.spans.append(JsonSpan(path, UNSCANNED, 0, 0))
+    def unscanned(self, path: _Path) -> str:
+        self.spans.append(JsonSpan(_render(path), UNSCANNED, 0, 0))
         return _UNSCANNED_VALUE
 
-    def walk(self, value: Any, path: str, depth: int) -> Any:
+    def walk(self, value: Any, path: _Path, depth: int) -> Any:
         if isinstance(value, str):
             return self.text(value, path)
         if value is None or isinstance(value, bool | float):
@@ -562,28 +577,30 @@ class _JsonWalker:
                 return self.unscanned(path)
             if isinstance(value, Mapping):
                 return self.mapping(value, path, depth)
-            return [self.walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+            return [self.walk(v, (*path, i), depth + 1) for i, v in enumerate(value)]
         if isinstance(value, bytes | bytearray | memoryview):
             return self.text(bytes(value).decode("utf-8", "replace"), path)
         as_text = _as_text(value)
         return self.unscanned(path) if as_text is None else self.text(as_text, path)
 
-    def mapping(self, value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
+    def mapping(self, value: Mapping[Any, Any], path: _Path, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = k if isinstance(k, str) else _as_text(k)
             if key is None:
                 key = _UNSCANNED_VALUE
-            mark = len(self.spans)
-            new_key = self.text(key, _key_path(path, key), in_key=True)
+            found, phones = self.scanner._find(key)
+            new_key = key
+            if found:
+                new_key = self.scanner.rewrite(key, found, self.mode, self.numbering, phones)
             base, n = new_key, 2
             while new_key in out:  # two keys that mask alike must not overwrite each other
                 new_key = f"{base}#{n}"
                 n += 1
-            child = _key_path(path, new_key)
-            for i in range(mark, len(self.spans)):  # paths name the rewritten key, never the raw
-                s = self.spans[i]
-                self.spans[i] = JsonSpan(child, s.type, s.start, s.end, True)
+            child = (*path, new_key)
+            if found:  # the path names the rewritten key, never the raw one
+                where = _render(child)
+                self.spans.extend(JsonSpan(where, f.type, f.start, f.end, True) for f in found)
             out[new_key] = self.walk(v, child, depth + 1)
         return out
 
