@@ -295,8 +295,8 @@ class LightClient:
     async def post(self, url: str, *, content: bytes, headers: dict[str, str]) -> Any:
         return await self._request(b"POST", url, content, headers)
 
-    async def get(self, url: str) -> Any:
-        return await self._request(b"GET", url, b"", {})
+    async def get(self, url: str, headers: dict[str, str] | None = None) -> Any:
+        return await self._request(b"GET", url, b"", headers or {})
 
     async def aclose(self) -> None:
         self._drop()
@@ -497,7 +497,11 @@ class LoadGen:
                 client = self.client(targets[k].url, w, kind)
                 _, retry_after = await send(client, k, time.perf_counter_ns())
                 if until is not None:
-                    page = (await self.client(until["url"], w, kind).get(until["url"])).text
+                    auth = {"Authorization": f"Bearer {until['key']}"}
+                    got = await self.client(until["url"], w, kind).get(until["url"], headers=auth)
+                    if got.status_code != 200:
+                        raise RuntimeError(f"GET {until['url']}: {got.status_code} {got.text}")
+                    page = got.text
                     value = metric_value(page, until["name"], **until["labels"])
                     log.metric.append(value)
                     if value == until["value"] or issued >= until["max_requests"]:

@@ -108,12 +108,17 @@ class Proc:
 
 @dataclass
 class Keelwork:
-    """The keelwork server of a scenario: its process, store and client key."""
+    """The keelwork server of a scenario: its process, store, client key and operator key
+    (``/metrics`` needs the ``read_metrics`` right)."""
 
     proc: Proc
     db_url: str
     key: str
     services: list[str]
+    operator_key: str
+
+    def metrics(self) -> str:
+        return get_text(self.proc.base + "/metrics", self.operator_key)
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,7 @@ class Stack:
         store = Store(db_url)
         store.migrate()
         key, _ = KeyStore(store).create("client", name="faults-bench")
+        operator, _ = KeyStore(store).create("operator", name="faults-bench-metrics")
         store.dispose()
         args = ["keelwork", "--database-url", db_url]
         names = []
@@ -204,7 +210,8 @@ class Stack:
             (d / "keelwork.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
             args += ["--service", str(d)]
             names.append(name)
-        return Keelwork(self._spawn("keelwork", args, "/readyz", sut=True), db_url, key, names)
+        proc = self._spawn("keelwork", args, "/readyz", sut=True)
+        return Keelwork(proc, db_url, key, names, operator)
 
     def stop(self, p: Proc) -> None:
         if p.proc.poll() is None:
@@ -284,8 +291,12 @@ def direct_target(name: str, up: Proc) -> dict[str, Any]:
     return target(name, f"{up.base}/v1/chat/completions", UPSTREAM_MODEL)
 
 
-def get_text(url: str) -> str:
-    return httpx.get(url, timeout=10.0).text
+def get_text(url: str, key: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = httpx.get(url, headers=headers, timeout=10.0)
+    if r.status_code != 200:
+        raise BenchError(f"GET {url}: {r.status_code} {r.text[:300]}")
+    return r.text
 
 
 # --- the service specs ------------------------------------------------------------------------
@@ -531,7 +542,7 @@ def scenario_failing(quick: bool, cpus: Cpus) -> dict[str, Any]:
             s, [{"label": "measured", "targets": tgt, "concurrency": conc, "requests": n}], pids
         )[0]
         chaos1 = httpx.get(chaos.base + "/_chaos/stats").json()
-        metrics = get_text(kw.proc.base + "/metrics")
+        metrics = kw.metrics()
         phases = [*warm_ph, main]
         checks = integrity(s, kw, {"assistant": sent(phases, "assistant")}, phases)
         rows = journal_rows(kw.db_url, "assistant")
@@ -648,6 +659,7 @@ def scenario_down(quick: bool, cpus: Cpus) -> dict[str, Any]:
         three = [kw_target(kw, "down"), kw_target(kw, "backup_only"), direct_target("direct", up_b)]
         until = {
             "url": kw.proc.base + "/metrics",
+            "key": kw.operator_key,
             "name": "keelwork_breaker_state",
             "labels": {"service": "down", "model": "primary"},
             "value": 2.0,
@@ -668,7 +680,7 @@ def scenario_down(quick: bool, cpus: Cpus) -> dict[str, Any]:
             ],
             pids,
         )
-        metrics = get_text(kw.proc.base + "/metrics")
+        metrics = kw.metrics()
         expected = {"down": sent(phases, "down"), "backup_only": sent(phases, "backup_only")}
         checks = integrity(s, kw, expected, phases)
         rows = {r["request_id"]: r for r in journal_rows(kw.db_url, "down")}
@@ -805,7 +817,7 @@ def scenario_overload(quick: bool, cpus: Cpus) -> dict[str, Any]:
             }
         )
         phases = run_load(s, plan, pids)
-        metrics = get_text(kw.proc.base + "/metrics")
+        metrics = kw.metrics()
         checks = integrity(s, kw, {"capped": sent(phases, "capped")}, phases)
         rows = {r["request_id"]: r for r in journal_rows(kw.db_url, "capped")}
 
@@ -991,7 +1003,7 @@ def _passthrough_one(quick: bool, cpus: Cpus, clients: int, delay: float) -> dic
                     {**one, "label": f"round{r + 1}-{m}", "seconds": secs},
                 ]
         phases = run_load(s, plan, pids, time_wait_port=up.port)
-        metrics = get_text(kw.proc.base + "/metrics")
+        metrics = kw.metrics()
         checks = integrity(s, kw, {"passthru": sent(phases, "passthru")}, phases)
         rows = journal_rows(kw.db_url, "passthru")
 
