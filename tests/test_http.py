@@ -230,3 +230,19 @@ async def test_openapi_documents_the_contract(env: Any) -> None:
     assert "422" in op["responses"]
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_the_app_freezes_what_startup_loaded_out_of_the_collectors_reach_until_shutdown(
+    make_service_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    import gc
+
+    from keelwork.server.settings import ServerSettings
+
+    svc = keelwork.load_service(make_service_dir(), database_url=f"sqlite:///{tmp_path}/g.db")
+    gc.unfreeze()
+    for settings, frozen in ((ServerSettings(), True), (ServerSettings(freeze_gc=False), False)):
+        app = create_app([svc], settings=settings)
+        async with app.router.lifespan_context(app):
+            assert (gc.get_freeze_count() > 0) is frozen
+        assert gc.get_freeze_count() == 0

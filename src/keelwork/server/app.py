@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,9 +60,18 @@ def create_app(
             await s.start()
         if app.state.audit is not None:
             await asyncio.to_thread(_audit_configs, app.state.audit, services)
+        if settings.freeze_gc:
+            gc.collect()
+            gc.freeze()
+        switch = sys.getswitchinterval()
+        if settings.gil_switch_ms is not None:
+            sys.setswitchinterval(settings.gil_switch_ms / 1000)
         try:
             yield
         finally:
+            sys.setswitchinterval(switch)
+            if settings.freeze_gc:
+                gc.unfreeze()
             await asyncio.gather(*(s.close() for s in services))
 
     app = FastAPI(
