@@ -6,7 +6,6 @@ import asyncio
 import gc
 import hashlib
 import logging
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,13 +62,9 @@ def create_app(
         if settings.freeze_gc:
             gc.collect()
             gc.freeze()
-        switch = sys.getswitchinterval()
-        if settings.gil_switch_ms is not None:
-            sys.setswitchinterval(settings.gil_switch_ms / 1000)
         try:
             yield
         finally:
-            sys.setswitchinterval(switch)
             if settings.freeze_gc:
                 gc.unfreeze()
             await asyncio.gather(*(s.close() for s in services))

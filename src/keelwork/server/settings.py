@@ -22,8 +22,3 @@ class ServerSettings:
     cyclic garbage collector's reach (``gc.freeze``). A full collection otherwise walks the
     whole heap, about 70 ms with a service loaded, and stalls every request in flight; frozen,
     it walks only what requests left behind. Undone when the app shuts down."""
-    gil_switch_ms: float | None = None
-    """How long a thread may hold the GIL while another waits (Python's default is 5 ms).
-    The journal writer runs Python on its own thread; with the default, every request that
-    arrives while it writes a batch can wait up to 5 ms for the event loop to get the GIL
-    back. ``None`` leaves the interpreter's setting alone."""
