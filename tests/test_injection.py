@@ -23,7 +23,12 @@ from hypothesis import strategies as st
 
 from keelwork.errors import SpecError
 from keelwork.guards import normalize as normalization
-from keelwork.guards.heuristics import PATTERNS, heuristic_hits, leading_literals
+from keelwork.guards.heuristics import (
+    PATTERNS,
+    heuristic_hits,
+    leading_literals,
+    line_start_variant,
+)
 from keelwork.guards.injection import (
     MAX_WINDOWS,
     MODEL_FORMAT,
@@ -526,6 +531,36 @@ def test_every_match_of_a_pattern_starts_with_one_of_its_leading_literals(text: 
 )
 def test_leading_literals_are_read_off_the_regex(regex: str, starts: tuple[str, ...]) -> None:
     assert leading_literals(re.compile(regex)) == starts
+
+
+@pytest.mark.parametrize(
+    ("regex", "variant"),
+    [
+        (r"^\s*system:", r"\n\s*system:"),
+        (r"^a|b", None),  # only one alternative is anchored
+        (r"(?:^|\s)#", None),
+        (r"\^a", None),  # a literal caret
+        (r"a^", None),
+    ],
+)
+def test_a_regex_anchored_at_line_starts_gets_a_newline_variant(
+    regex: str, variant: str | None
+) -> None:
+    found = line_start_variant(re.compile(regex, re.MULTILINE))
+    assert (found.pattern if found is not None else None) == variant
+    assert line_start_variant(re.compile(regex)) is None  # not multi-line: ^ is the text start
+
+
+LINE_PIECES = ("system", "admin", "message", ":", " ", "\n", "\t", "x", "\n\n", ": ", "note")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=40).map("".join))
+def test_the_newline_variant_finds_a_match_exactly_when_the_regex_does(text: str) -> None:
+    for pattern in PATTERNS:
+        if pattern.after_newline is not None:
+            found = pattern.regex.match(text) or pattern.after_newline.search(text)
+            assert (found is not None) == (pattern.regex.search(text) is not None)
 
 
 def reference_strip_invisible(text: str) -> tuple[str, set[str], list[str]]:

@@ -10,7 +10,6 @@ grown) on its own.
 from __future__ import annotations
 
 import importlib
-import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ class Pattern:
     names the view it reads: "view" (folded, one line) or "lines" (lower-cased, lines kept,
     no leetspeak folding, so URLs and delimiters survive). ``starts`` are literals that every
     match begins with, read off the regex itself (see ``leading_literals``); empty when it
-    cannot tell."""
+    cannot tell. ``after_newline`` is set for a regex whose every match begins a line (see
+    ``line_start_variant``)."""
 
     family: str
     weight: float
@@ -37,6 +37,14 @@ class Pattern:
     regex: re.Pattern[str]
     on: str = "view"
     starts: tuple[str, ...] = field(default=())
+    after_newline: re.Pattern[str] | None = None
+    # every match begins with punctuation, which is rare in text: the regex engine skips to
+    # those characters by itself, faster than the start literals are each looked for
+    engine_scans_fast: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        punctuation = [not (s[0].isalnum() or s[0].isspace()) for s in self.starts]
+        object.__setattr__(self, "engine_scans_fast", bool(punctuation) and all(punctuation))
 
 
 def _p(
@@ -44,7 +52,30 @@ def _p(
 ) -> Pattern:
     words = tuple(needles.split("|")) if isinstance(needles, str) else needles
     regex = re.compile(_unanchor(pattern), re.MULTILINE)
-    return Pattern(family, weight, words, regex, on, leading_literals(regex))
+    return Pattern(
+        family, weight, words, regex, on, leading_literals(regex), line_start_variant(regex)
+    )
+
+
+def line_start_variant(regex: re.Pattern[str]) -> re.Pattern[str] | None:
+    """For a multi-line regex that begins with ``^`` (every match begins a line: at 0 or
+    right after a newline), the same regex with that ``^`` replaced by a newline; None for
+    any other regex.
+
+    A text holds a match of the regex exactly when the regex matches at 0 or the variant
+    matches somewhere. The variant begins with a literal character, so the regex engine
+    jumps from newline to newline instead of trying the anchor at every character.
+    """
+    if not regex.flags & re.MULTILINE or not regex.pattern.startswith("^"):
+        return None
+    try:
+        parser: Any = importlib.import_module("re._parser")
+        first = parser.parse(regex.pattern, regex.flags).data[0]
+    except (ImportError, AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if (str(first[0]), str(first[1])) != ("AT", "AT_BEGINNING"):
+        return None
+    return re.compile(r"\n" + regex.pattern[1:], regex.flags)
 
 
 def _unanchor(pattern: str) -> str:
@@ -508,55 +539,59 @@ SIGNAL_WEIGHTS = {
 
 class _LiteralTable:
     """The literals the patterns look for (needles and start literals), with the byte
-    trigrams and 4-grams of each: a text holds a literal only if it holds every one of
-    those of the literal's UTF-8 bytes (UTF-8 keeps substrings substrings), so one table of
-    the (hashed) n-grams a text holds tells, for all literals at once, which ones it cannot
-    hold. (4-grams rule out most literals whose trigrams all occur, apart.)"""
+    4-grams of each: a text holds a literal only if it holds every 4-gram of the literal's
+    UTF-8 bytes (UTF-8 keeps substrings substrings), so one table of the (hashed) 4-grams a
+    text holds tells, for all literals at once, which ones it may hold. A literal shorter
+    than four bytes has no 4-gram: the table never rules it out. (Trigrams as well ruled out
+    so few more literals that their pass cost more than the searches it saved.)"""
 
-    BITS = 14  # table slots per n-gram size
-    SIZES = (3, 4)
-    PREFIX = 8  # a literal is checked by the n-grams of its first bytes
+    BITS = 14  # table slots
+    SIZE = 4  # bytes per n-gram: one little-endian 32-bit word
+    # a literal is checked by the 4-grams of its first PREFIX bytes: at most WIDTH of them,
+    # so that a literal's row of table bytes reads as one 64-bit word
+    PREFIX = 8
+    WIDTH = 8
+    ALL_HELD = int.from_bytes(b"\1" * WIDTH, "little")
 
     def __init__(self, literals: Iterable[str]) -> None:
         self.names = sorted(set(literals))
+        self.row = {name: i for i, name in enumerate(self.names)}
         data = [name.encode("utf-8", "surrogatepass")[: self.PREFIX] for name in self.names]
-        # one row per literal: where its n-grams are in the table, padded with an extra slot
+        # one row per literal: where its 4-grams are in the table, padded with an extra slot
         # that is always set
-        always = len(self.SIZES) << self.BITS
-        rows = [[h for n in self.SIZES for h in self._slots(d, n).tolist()] for d in data]
-        width = max(map(len, rows), default=0)
-        padded = [[*row, *[always] * (width - len(row))] for row in rows]
-        self.slots = np.array(padded, dtype=np.intp).reshape(len(rows), width)
+        always = 1 << self.BITS
+        rows = [self._slots(d).tolist() for d in data]
+        padded = [[*row, *[always] * (self.WIDTH - len(row))] for row in rows]
+        self.slots = np.array(padded, dtype=np.intp).reshape(len(rows), self.WIDTH)
 
     @classmethod
-    def _slots(cls, data: bytes, size: int) -> npt.NDArray[np.intp]:
-        """The table slot of each ``size``-byte n-gram of ``data``: one region of
-        ``2**BITS`` slots per size, the n-gram hashed into it (multiplicative hashing)."""
-        if len(data) < size:
+    def _slots(cls, data: bytes) -> npt.NDArray[np.intp]:
+        """The table slot of each 4-byte n-gram of ``data``, hashed (multiplicative hashing)."""
+        if len(data) < cls.SIZE:
             return np.zeros(0, dtype=np.intp)
-        # the little-endian 32-bit word at every byte offset holds the n-gram there in its
-        # low bytes (zero bytes appended so that the last ones can be read)
-        padded = data + b"\0\0\0"
-        words = np.ndarray((len(data) - size + 1,), dtype="<u4", buffer=padded, strides=(1,))
-        key = words & np.uint32((1 << (8 * size)) - 1) if size < 4 else words.copy()
-        key *= np.uint32(2654435761)  # modulo 2**32
+        # the little-endian 32-bit word at every byte offset is the 4-gram there
+        words = np.ndarray((len(data) - cls.SIZE + 1,), dtype="<u4", buffer=data, strides=(1,))
+        key = words * np.uint32(2654435761)  # modulo 2**32
         key >>= np.uint32(32 - cls.BITS)
-        region = cls.SIZES.index(size) << cls.BITS
-        return key.astype(np.intp) + region
+        return key.astype(np.intp)
 
-    def absent(self, text: str) -> set[str]:
-        """The literals ``text`` certainly does not hold."""
-        held = np.zeros((len(self.SIZES) << self.BITS) + 1, dtype=np.bool_)
-        held[-1] = True
-        data = text.encode("utf-8", "surrogatepass")
-        for size in self.SIZES:
-            held[self._slots(data, size)] = True
-        missing = cast(list[bool], (~held[self.slots].all(axis=1)).tolist())
-        return set(itertools.compress(self.names, missing))
+    def may_hold(self, text: str) -> list[bool]:
+        """For each literal (in the order of ``names``), False when ``text`` certainly does not
+        hold it."""
+        held = np.zeros((1 << self.BITS) + 1, dtype=np.uint8)
+        held[-1] = 1
+        held[self._slots(text.encode("utf-8", "surrogatepass"))] = 1
+        rows = held[self.slots].view(np.uint64).ravel()
+        return cast(list[bool], (rows == self.ALL_HELD).tolist())
 
 
+# the literals of the patterns that read the folded view: most patterns, and most literals;
+# the few of those that read the lines are each looked for with ``in``
 _LITERALS = _LiteralTable(
-    literal for pattern in PATTERNS for literal in (*pattern.needles, *pattern.starts)
+    literal
+    for pattern in PATTERNS
+    if pattern.on == "view"
+    for literal in (*pattern.needles, *pattern.starts)
 )
 
 
@@ -571,7 +606,7 @@ class Hit:
 def heuristic_hits(norm: Normalized) -> list[Hit]:
     """The attack families whose patterns match this normalised text (strongest per family)."""
     best: dict[str, float] = {}
-    views = {"view": _reader(norm.view), "lines": _reader(norm.lines)}
+    views = {"view": _reader(norm.view, _LITERALS), "lines": _reader(norm.lines, None)}
     for pattern in PATTERNS:
         if pattern.weight <= best.get(pattern.family, 0.0):
             continue
@@ -581,8 +616,8 @@ def heuristic_hits(norm: Normalized) -> list[Hit]:
     return [Hit(family, weight) for family, weight in best.items()]
 
 
-def _reader(text: str) -> _Text:
-    return _IndexedText(text) if len(text) >= _LONG_TEXT else _Text(text)
+def _reader(text: str, table: _LiteralTable | None) -> _Text:
+    return _IndexedText(text, table) if len(text) >= _LONG_TEXT else _Text(text)
 
 
 class _Text:
@@ -598,6 +633,11 @@ class _Text:
         """Is there a match that starts at a word boundary (the ``\b`` ``_unanchor``
         dropped)? Matches as ``finditer`` gives them: leftmost first, not overlapping."""
         text = self.text
+        if pattern.after_newline is not None:
+            # every match begins a line, so at a word boundary: is there one at all?
+            if pattern.regex.match(text) is not None:
+                return True
+            return pattern.after_newline.search(text) is not None
         return any(_at_word_start(text, m.start()) for m in pattern.regex.finditer(text))
 
 
@@ -611,9 +651,10 @@ class _IndexedText(_Text):
     rules those out without reading the text again.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, table: _LiteralTable | None) -> None:
         super().__init__(text)
-        self.absent = _LITERALS.absent(text)
+        self.table = table
+        self.may_hold = table.may_hold(text) if table is not None else []
         self.found: dict[str, list[int]] = {}  # literal -> where it occurs
         self.held: dict[str, bool] = {}  # literal -> whether it occurs
         self.held_any: dict[tuple[str, ...], bool] = {}  # needles -> whether one occurs
@@ -628,14 +669,22 @@ class _IndexedText(_Text):
     def _holds(self, literal: str) -> bool:
         known = self.held.get(literal)
         if known is None:
-            known = self.held[literal] = literal not in self.absent and literal in self.text
+            known = self.held[literal] = self._may_hold(literal) and literal in self.text
         return known
+
+    def _may_hold(self, literal: str) -> bool:
+        """False when the literal table rules ``literal`` out."""
+        if self.table is None:
+            return True
+        row = self.table.row.get(literal)
+        return row is None or self.may_hold[row]
 
     def positions(self, literal: str) -> list[int]:
         at = self.found.get(literal)
         if at is None:
             at = self.found[literal] = []
-            if self.held.get(literal, literal not in self.absent):
+            known = self.held.get(literal)
+            if self._may_hold(literal) if known is None else known:
                 find = self.text.find
                 i = find(literal)
                 while i >= 0:
@@ -647,7 +696,8 @@ class _IndexedText(_Text):
         """As ``_Text.search_word``; when the pattern says which literals its matches start
         with, the regex is tried only where one of them occurs and gives the same matches
         in the same order."""
-        if len(pattern.starts) > 1:  # (one literal: the regex engine's own prefix search)
+        # (one literal: the regex engine's own prefix search)
+        if len(pattern.starts) > 1 and not pattern.engine_scans_fast:
             at = self.starts.get(pattern.starts)
             if at is None:
                 found = map(self.positions, pattern.starts)
