@@ -502,7 +502,26 @@ LETTER = "Dear support team, my card was charged twice for one order last week. 
 def test_the_indexed_pattern_search_finds_what_finditer_finds(head: str, tail: str) -> None:
     norm = normalize(head + LETTER + tail)
     assert len(norm.view) >= 500  # long enough to be read through the literal index
-    assert {h.family: h.weight for h in heuristic_hits(norm)} == plain_hits(norm)
+    # the same families, weights and order (the order the reasons are listed in)
+    found = [(h.family, h.weight) for h in heuristic_hits(norm)]
+    assert found == list(plain_hits(norm).items())
+
+
+def test_a_familys_patterns_are_listed_together() -> None:
+    # the patterns are searched family by family, strongest first; the families that match
+    # come out in the order of the list only because each family's patterns are together
+    order = [p.family for p in PATTERNS]
+    assert all(order.index(f) == i or order[i - 1] == f for i, f in enumerate(order))
+
+
+@settings(max_examples=200, deadline=None)
+@given(generated)
+def test_the_view_holds_no_whitespace_but_single_spaces(text: str) -> None:
+    # the patterns that read the view are searched from start literals that take its \s
+    # for a space
+    view = normalize(text).view
+    assert view == " ".join(view.split())
+    assert all(ch == " " for ch in view if ch.isspace())
 
 
 @settings(max_examples=100, deadline=None)
@@ -531,6 +550,12 @@ def test_every_match_of_a_pattern_starts_with_one_of_its_leading_literals(text: 
 )
 def test_leading_literals_are_read_off_the_regex(regex: str, starts: tuple[str, ...]) -> None:
     assert leading_literals(re.compile(regex)) == starts
+
+
+def test_in_a_text_spaced_with_single_spaces_whitespace_extends_a_leading_literal() -> None:
+    assert leading_literals(re.compile(r"(?:act|speak)\s+as")) == ("act", "speak")
+    assert leading_literals(re.compile(r"(?:act|speak)\s+as"), space=" ") == ("act ", "speak ")
+    assert leading_literals(re.compile(r"no\S"), space=" ") == ("no",)  # not whitespace
 
 
 @pytest.mark.parametrize(

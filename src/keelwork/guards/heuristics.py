@@ -47,14 +47,17 @@ class Pattern:
         object.__setattr__(self, "engine_scans_fast", bool(punctuation) and all(punctuation))
 
 
+# the folded view's only whitespace character (normalisation joins its words with single spaces)
+VIEW_SPACE = " "
+
+
 def _p(
     family: str, weight: float, needles: str | tuple[str, ...], pattern: str, on: str = "view"
 ) -> Pattern:
     words = tuple(needles.split("|")) if isinstance(needles, str) else needles
     regex = re.compile(_unanchor(pattern), re.MULTILINE)
-    return Pattern(
-        family, weight, words, regex, on, leading_literals(regex), line_start_variant(regex)
-    )
+    starts = leading_literals(regex, VIEW_SPACE if on == "view" else None)
+    return Pattern(family, weight, words, regex, on, starts, line_start_variant(regex))
 
 
 def line_start_variant(regex: re.Pattern[str]) -> re.Pattern[str] | None:
@@ -113,9 +116,11 @@ _MAX_LITERAL = 12
 _MAX_STARTS = 64
 
 
-def leading_literals(regex: re.Pattern[str]) -> tuple[str, ...]:
+def leading_literals(regex: re.Pattern[str], space: str | None = None) -> tuple[str, ...]:
     """Literals of which every match of ``regex`` begins with one, shortest first; () when the
     regex does not say (a match may start with a character class, a wildcard, or be empty).
+    ``space``: the only whitespace character the texts searched hold, if there is one (the
+    folded view's whitespace is single spaces), so that ``\\s`` stands for it alone.
 
     Read from the regex's parse tree (``re._parser``, the parser ``re.compile`` itself uses),
     so the answer follows the pattern as written rather than a list kept beside it. Used
@@ -129,7 +134,7 @@ def leading_literals(regex: re.Pattern[str]) -> tuple[str, ...]:
         parsed = parser.parse(regex.pattern, regex.flags)
         if parsed.state.flags & re.IGNORECASE:
             return ()
-        found = _prefixes(list(parsed.data))
+        found = _prefixes(list(parsed.data), space)
     except (ImportError, AttributeError, TypeError, ValueError):
         return ()
     if not found:
@@ -140,7 +145,7 @@ def leading_literals(regex: re.Pattern[str]) -> tuple[str, ...]:
     return tuple(sorted(kept, key=lambda s: (len(s), s)))
 
 
-def _prefixes(items: list[Any]) -> set[str] | None:
+def _prefixes(items: list[Any], space: str | None) -> set[str] | None:
     """Non-empty literals every match of the parsed sequence ``items`` starts with; None when
     unknown. Zero-width items (anchors, lookarounds) are stepped over; a literal or a small
     set of characters is extended by what follows it."""
@@ -149,36 +154,37 @@ def _prefixes(items: list[Any]) -> set[str] | None:
     op, arg = items[0]
     name, rest = str(op), items[1:]
     if name in ("AT", "ASSERT", "ASSERT_NOT"):
-        return _prefixes(rest)
+        return _prefixes(rest, space)
     if name == "BRANCH":
         out: set[str] = set()
         for alternative in arg[1]:
-            found = _prefixes(list(alternative.data) + rest)
+            found = _prefixes(list(alternative.data) + rest, space)
             if found is None:
                 return None
             out |= found
         return out
     if name == "SUBPATTERN":
         _, add_flags, del_flags, inner = arg
-        return None if add_flags or del_flags else _prefixes(list(inner.data) + rest)
+        return None if add_flags or del_flags else _prefixes(list(inner.data) + rest, space)
     if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
         least, _, inner = arg
-        once = _prefixes(list(inner.data))
+        once = _prefixes(list(inner.data), space)
         if once is None or least > 0:
             return once
-        after = _prefixes(rest)
+        after = _prefixes(rest, space)
         return None if after is None else once | after
-    chars = _characters(name, arg)
+    chars = _characters(name, arg, space)
     if chars is None:
         return None
-    tails = _prefixes(rest)
+    tails = _prefixes(rest, space)
     if tails is None or len(tails) * len(chars) > _MAX_STARTS:
         return chars
     return {c + tail for c in chars for tail in tails}
 
 
-def _characters(name: str, arg: Any) -> set[str] | None:
-    """The characters one LITERAL or small IN item matches; None for anything wider."""
+def _characters(name: str, arg: Any, space: str | None) -> set[str] | None:
+    """The characters one LITERAL or small IN item matches (``\\s`` as ``space``, when
+    given); None for anything wider."""
     if name == "LITERAL":
         return {chr(arg)}
     if name != "IN":
@@ -189,6 +195,8 @@ def _characters(name: str, arg: Any) -> set[str] | None:
             chars.add(chr(value))
         elif str(op) == "RANGE" and value[1] - value[0] < 16:
             chars.update(map(chr, range(value[0], value[1] + 1)))
+        elif str(op) == "CATEGORY" and str(value) == "CATEGORY_SPACE" and space is not None:
+            chars.add(space)
         else:
             return None
     return chars
@@ -603,11 +611,25 @@ class Hit:
     weight: float
 
 
+def _strongest_first(patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...]:
+    """The patterns family by family, in the order the families are listed, and each family's
+    strongest patterns first: once one of them matches, the family's weaker ones need not
+    run. (A family's patterns are listed together, so the families that match come out in
+    the order a reading of ``PATTERNS`` in turn finds them.)"""
+    first: dict[str, int] = {}
+    for i, pattern in enumerate(patterns):
+        first.setdefault(pattern.family, i)
+    return tuple(sorted(patterns, key=lambda p: (first[p.family], -p.weight)))
+
+
+_SEARCH_ORDER = _strongest_first(PATTERNS)
+
+
 def heuristic_hits(norm: Normalized) -> list[Hit]:
     """The attack families whose patterns match this normalised text (strongest per family)."""
     best: dict[str, float] = {}
     views = {"view": _reader(norm.view, _LITERALS), "lines": _reader(norm.lines, None)}
-    for pattern in PATTERNS:
+    for pattern in _SEARCH_ORDER:
         if pattern.weight <= best.get(pattern.family, 0.0):
             continue
         view = views[pattern.on]
