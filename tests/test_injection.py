@@ -655,6 +655,23 @@ def test_the_normalisation_fast_paths_equal_the_plain_definitions(text: str) -> 
     assert [m.span() for m in normalization._hex_runs(text)] == [m.span() for m in expected]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ENCODED_PIECES), max_size=120).map("".join))
+def test_normalisation_passes_each_step_the_characters_of_its_own_text(text: str) -> None:
+    # normalize() counts a text's non-ASCII characters once and again only when a step
+    # changes the text; each step given them must answer as when it reads the text itself
+    norm = normalize(text)
+    assert norm.view == reference_view(norm.text)
+    assert norm.lines == norm.text.lower().translate(str.maketrans(dict(normalization._QUOTES)))
+
+
+def test_only_a_curly_quote_lower_cases_to_a_curly_quote() -> None:
+    # the lines fold quotes after lower-casing, the view before: the same either way
+    curly = {c for c, _ in normalization._QUOTES}
+    assert all(chr(c) in curly for c in range(0x110000) if curly & set(chr(c).lower()))
+    assert all(q.lower() == q for q in curly)
+
+
 def test_a_lone_surrogate_beside_url_escapes_is_screened(screen: InjectionScreen) -> None:
     assert not screen.screen("%41%42%43%44 \ud800 hello").flagged
 
