@@ -25,6 +25,7 @@ from keelwork.errors import SpecError
 from keelwork.guards import normalize as normalization
 from keelwork.guards.heuristics import (
     PATTERNS,
+    anchors_of,
     heuristic_hits,
     leading_literals,
     line_start_variant,
@@ -533,6 +534,42 @@ def test_every_match_of_a_pattern_starts_with_one_of_its_leading_literals(text: 
             for start in range(len(text)):
                 if pattern.regex.match(text, start):
                     assert text.startswith(pattern.starts, start), pattern.regex.pattern
+
+
+@settings(max_examples=100, deadline=None)
+@given(attack_like)
+def test_every_match_of_a_pattern_starts_by_one_of_its_anchors(text: str) -> None:
+    norm = normalize(text)
+    for pattern in PATTERNS:
+        if not pattern.anchors:
+            continue
+        read = norm.view if pattern.on == "view" else norm.lines
+        places = {
+            i - back
+            for i in range(len(read))
+            if read.startswith(pattern.anchors, i)
+            for back in range(pattern.lead + 1)
+        }
+        for start in range(len(read)):
+            if pattern.regex.match(read, start):
+                assert start in places, pattern.regex.pattern
+
+
+@pytest.mark.parametrize(
+    ("regex", "lead", "anchors"),
+    [
+        (r"(?:ab|cd)e", 0, ("abe", "cde")),
+        (r"abc", 0, ()),  # one literal: the regex engine looks for it as quickly
+        (r"\[x|<y|<z", 0, ("<", "[")),  # punctuation: its first characters
+        (r"(?:^|\s)##x", 1, ("#",)),  # a narrow first item, then a literal
+        (r"\w+x", 0, ()),
+    ],
+)
+def test_a_pattern_is_searched_from_its_anchors(
+    regex: str, lead: int, anchors: tuple[str, ...]
+) -> None:
+    compiled = re.compile(regex, re.MULTILINE)
+    assert anchors_of(compiled, leading_literals(compiled)) == (lead, anchors)
 
 
 @pytest.mark.parametrize(

@@ -38,13 +38,11 @@ class Pattern:
     on: str = "view"
     starts: tuple[str, ...] = field(default=())
     after_newline: re.Pattern[str] | None = None
-    # every match begins with punctuation, which is rare in text: the regex engine skips to
-    # those characters by itself, faster than the start literals are each looked for
-    engine_scans_fast: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        punctuation = [not (s[0].isalnum() or s[0].isspace()) for s in self.starts]
-        object.__setattr__(self, "engine_scans_fast", bool(punctuation) and all(punctuation))
+    # where a match may start in a long text: at most ``lead`` characters before a place
+    # where one of ``anchors`` occurs (see ``anchors_of``); () to leave the search to the
+    # regex engine
+    anchors: tuple[str, ...] = ()
+    lead: int = 0
 
 
 # the folded view's only whitespace character (normalisation joins its words with single spaces)
@@ -56,8 +54,58 @@ def _p(
 ) -> Pattern:
     words = tuple(needles.split("|")) if isinstance(needles, str) else needles
     regex = re.compile(_unanchor(pattern), re.MULTILINE)
-    starts = leading_literals(regex, VIEW_SPACE if on == "view" else None)
-    return Pattern(family, weight, words, regex, on, starts, line_start_variant(regex))
+    space = VIEW_SPACE if on == "view" else None
+    starts = leading_literals(regex, space)
+    lead, anchors = anchors_of(regex, starts, space)
+    variant = line_start_variant(regex)
+    return Pattern(family, weight, words, regex, on, starts, variant, anchors, lead)
+
+
+# a regex that begins with an item at most this many characters wide (an anchor or one
+# character, say) is searched from the literals that follow that item
+_MAX_LEAD = 1
+
+
+def anchors_of(
+    regex: re.Pattern[str], starts: tuple[str, ...], space: str | None = None
+) -> tuple[int, tuple[str, ...]]:
+    r"""``(lead, anchors)``: every match of ``regex`` starts at most ``lead`` characters before
+    a place where one of ``anchors`` occurs, and looking for those places in a long text is
+    quicker than the regex engine's own search; ``(0, ())`` when it is not.
+
+    The anchors are the start literals (``starts``), or, when they all begin with
+    punctuation (rare in text), their first characters: one ``str.find`` scan each (a
+    memchr) instead of one per literal, and few places. One start literal is left to the
+    regex engine, which looks for it as quickly. A regex that begins with a narrow item
+    (``(?:^|\s)``) has no start literal; the literals after that item are its anchors.
+    """
+    lead = 0
+    if not starts:
+        lead, starts = _after_lead(regex, space)
+        if not starts:
+            return 0, ()
+    firsts = {s[0] for s in starts}
+    if not any(c.isalnum() or c.isspace() for c in firsts):
+        return lead, tuple(sorted(firsts))
+    return (lead, starts) if len(starts) > 1 or lead else (0, ())
+
+
+def _after_lead(regex: re.Pattern[str], space: str | None) -> tuple[int, tuple[str, ...]]:
+    """The width of a narrow first item of ``regex`` and the literals every match of what
+    follows it begins with; ``(0, ())`` when the regex begins otherwise."""
+    if regex.flags & re.IGNORECASE:
+        return 0, ()
+    try:
+        parser: Any = importlib.import_module("re._parser")
+        parsed = parser.parse(regex.pattern, regex.flags)
+        if parsed.state.flags & re.IGNORECASE or not parsed.data:
+            return 0, ()
+        _, widest = parser.SubPattern(parsed.state, [parsed.data[0]]).getwidth()
+        if widest > _MAX_LEAD:
+            return 0, ()
+        return widest, _tidy(_prefixes(list(parsed.data[1:]), space))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return 0, ()
 
 
 def line_start_variant(regex: re.Pattern[str]) -> re.Pattern[str] | None:
@@ -137,10 +185,15 @@ def leading_literals(regex: re.Pattern[str], space: str | None = None) -> tuple[
         found = _prefixes(list(parsed.data), space)
     except (ImportError, AttributeError, TypeError, ValueError):
         return ()
+    return _tidy(found)
+
+
+def _tidy(found: set[str] | None) -> tuple[str, ...]:
+    """Literals cut to ``_MAX_LITERAL`` characters, those that extend another dropped (they
+    add no place the other misses), shortest first."""
     if not found:
         return ()
     cut = {literal[:_MAX_LITERAL] for literal in found}
-    # a literal that extends a shorter one adds no position the shorter one misses
     kept = {a for a in cut if not any(b != a and a.startswith(b) for b in cut)}
     return tuple(sorted(kept, key=lambda s: (len(s), s)))
 
@@ -680,7 +733,8 @@ class _IndexedText(_Text):
         self.found: dict[str, list[int]] = {}  # literal -> where it occurs
         self.held: dict[str, bool] = {}  # literal -> whether it occurs
         self.held_any: dict[tuple[str, ...], bool] = {}  # needles -> whether one occurs
-        self.starts: dict[tuple[str, ...], list[int]] = {}  # start literals -> positions
+        # (anchors, lead) -> where a match may start
+        self.starts: dict[tuple[tuple[str, ...], int], list[int]] = {}
 
     def holds_any(self, literals: tuple[str, ...]) -> bool:
         known = self.held_any.get(literals)
@@ -718,12 +772,15 @@ class _IndexedText(_Text):
         """As ``_Text.search_word``; when the pattern says which literals its matches start
         with, the regex is tried only where one of them occurs and gives the same matches
         in the same order."""
-        # (one literal: the regex engine's own prefix search)
-        if len(pattern.starts) > 1 and not pattern.engine_scans_fast:
-            at = self.starts.get(pattern.starts)
+        if pattern.anchors:
+            key = (pattern.anchors, pattern.lead)
+            at = self.starts.get(key)
             if at is None:
-                found = map(self.positions, pattern.starts)
-                at = self.starts[pattern.starts] = sorted(set().union(*found))
+                found: set[int] = set().union(*map(self.positions, pattern.anchors))
+                if pattern.lead:
+                    back = range(pattern.lead + 1)
+                    found = {i - b for i in found for b in back if i >= b}
+                at = self.starts[key] = sorted(found)
             if len(at) * _CHARS_PER_MATCH_CALL < len(self.text):
                 return self._search_at(pattern.regex, at)
         return super().search_word(pattern)
