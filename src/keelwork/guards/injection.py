@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,12 @@ import numpy.typing as npt
 
 from keelwork.errors import SpecError
 from keelwork.guards.heuristics import SIGNAL_WEIGHTS, heuristic_hits
-from keelwork.guards.normalize import MAX_DECODE_DEPTH, Normalized, normalize
+from keelwork.guards.normalize import (
+    MAX_DECODE_DEPTH,
+    Normalized,
+    non_ascii_characters,
+    normalize,
+)
 
 MODEL_RESOURCE = "data/injection.skops"
 META_RESOURCE = "data/injection.json"
@@ -463,7 +467,11 @@ _WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 _NON_WORD_BYTES = bytes(
     b if b < 128 and (chr(b).isalnum() or chr(b) == "_") else ord(" ") for b in range(256)
 )
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _ascii_words(text: str) -> bool:
+    """Are the text's word characters (the regex ``\\w``: letters, digits, "_") all ASCII?"""
+    return text.isascii() or not any(c.isalnum() or c == "_" for c in non_ascii_characters(text))
 
 
 def _digits(codes: Iterable[int], radix: int) -> int:
@@ -514,14 +522,13 @@ class WordIndex:
         self.starts_bigram = np.zeros(self.single + 1, dtype=bool)
         self.starts_bigram[self.bigram_keys // (self.other + 1)] = True
 
-    def tokens_of(self, text: str) -> list[str]:
+    def tokens_of(self, text: str, ascii_words: bool | None = None) -> list[str]:
         """The token pattern's tokens of ``text``, and one-character runs (a caller drops
         them): every non-word character becomes a space and ``str.split`` cuts there, when
-        the text's word characters are all ASCII; the regex otherwise."""
-        if not text.isascii():
-            others = set(_NON_ASCII.findall(text))
-            if any(c.isalnum() or c == "_" for c in others):
-                return list(self.tokenize(text))
+        the text's word characters are all ASCII (``ascii_words``, when already known); the
+        regex otherwise."""
+        if not (_ascii_words(text) if ascii_words is None else ascii_words):
+            return list(self.tokenize(text))
         # non-ASCII characters (none of them a word character) become "?", then spaces
         return text.encode("ascii", "replace").translate(_NON_WORD_BYTES).decode().split()
 
@@ -539,10 +546,14 @@ class WordIndex:
         return cls(vec)
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]:
+        prepared = [self.preprocess(text) for text in texts]
+        # when all of them are, no text has a word character outside ASCII (one look for
+        # the windows of a long text, which share most of their characters)
+        ascii_words = True if _ascii_words(" ".join(prepared)) else None
         tokens: list[str] = []
         counts: list[int] = []
-        for text in texts:
-            words = self.tokens_of(self.preprocess(text))
+        for text in prepared:
+            words = self.tokens_of(text, ascii_words)
             tokens += words
             counts.append(len(words))
         found = map(self.tokens.get, tokens, itertools.repeat(self.other))

@@ -159,7 +159,7 @@ class Normalized:
     decoded: tuple[tuple[str, str], ...] = ()
 
 
-def _non_ascii(text: str) -> frozenset[str]:
+def non_ascii_characters(text: str) -> frozenset[str]:
     """The distinct non-ASCII characters of ``text``.
 
     Hidden, lookalike and combining characters are all outside ASCII, and a long text holds
@@ -169,17 +169,25 @@ def _non_ascii(text: str) -> frozenset[str]:
     """
     if text.isascii():
         return frozenset()
+    if len(text) < _NUMPY_FROM:
+        return frozenset(_NON_ASCII.findall(text))
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     return frozenset(map(chr, np.unique(points[points > 0x7F]).tolist()))
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# texts from this long have their characters counted with numpy (its fixed cost is the
+# regex's on about this many characters)
+_NUMPY_FROM = 1_000
+
+
 def _strip_invisible(text: str, chars: Set[str] | None = None) -> tuple[str, set[str], list[str]]:
     """Drop invisible and bidi controls; reveal Unicode-tag text (ASCII hidden in U+E00xx).
-    ``chars``: the text's non-ASCII characters (``_non_ascii``), when already known."""
+    ``chars``: the text's non-ASCII characters (``non_ascii_characters``), when already known."""
     signals: set[str] = set()
     if text.isascii():
         return text, signals, []
-    if (chars if chars is not None else _non_ascii(text)).isdisjoint(_HIDDEN_CHARS):
+    if (chars if chars is not None else non_ascii_characters(text)).isdisjoint(_HIDDEN_CHARS):
         return text, signals, []
     hidden: list[str] = []
     out: list[str] = []
@@ -223,7 +231,7 @@ def _fold_homoglyphs(text: str, chars: Set[str] | None = None) -> tuple[str, boo
     """
     if text.isascii():
         return text, False
-    if (chars if chars is not None else _non_ascii(text)).isdisjoint(_CONFUSABLES):
+    if (chars if chars is not None else non_ascii_characters(text)).isdisjoint(_CONFUSABLES):
         return text, False
     latin = other = 0
     for ch in text:
@@ -252,7 +260,7 @@ def _heuristic_view(text: str, chars: Set[str] | None = None, lines: str | None 
     """Lower-case, accent-free, leetspeak-folded, spaced-out letters joined, one line.
     ``chars`` as for ``_strip_invisible``; ``lines``: the text lower-cased with its quotes
     folded (``_lines``), when already made."""
-    chars = chars if chars is not None else _non_ascii(text)
+    chars = chars if chars is not None else non_ascii_characters(text)
     if all(_decomposes_to_itself(ch) for ch in chars):
         # NFKD leaves the text as it is and no mark is left to drop: lower case and folded
         # quotes are all there is to it
@@ -424,16 +432,18 @@ def _decode_payloads(text: str) -> list[tuple[str, str]]:
 def normalize(text: str, _depth: int = 0) -> Normalized:
     """Undo the disguises: NFKC, homoglyphs, invisible characters, encoded payloads."""
     text = text[:MAX_CHARS]
-    chars = _non_ascii(text)  # of each step's text in turn: recounted when a step changes it
+    chars = non_ascii_characters(
+        text
+    )  # of each step's text in turn: recounted when a step changes it
     visible, signals, hidden = _strip_invisible(text, chars)
     if visible is not text:
-        chars = _non_ascii(visible)
+        chars = non_ascii_characters(visible)
     nfkc = visible if not chars else unicodedata.normalize("NFKC", visible)
     if nfkc is not visible:
-        chars = _non_ascii(nfkc)
+        chars = non_ascii_characters(nfkc)
     folded, mixed = _fold_homoglyphs(nfkc, chars)
     if folded is not nfkc:
-        chars = _non_ascii(folded)
+        chars = non_ascii_characters(folded)
     if mixed:
         signals.add("normalize:homoglyph")
     decoded: list[tuple[str, str]] = [("unicode-tags", h) for h in hidden]
