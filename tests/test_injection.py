@@ -415,10 +415,8 @@ generated = st.one_of(
 
 
 def occurrences(found: tuple[Any, Any], unknown: int) -> Counter[tuple[int, int]]:
-    text_of, term = found
-    return Counter(
-        (t, v) for t, v in zip(text_of.tolist(), term.tolist(), strict=True) if v != unknown
-    )
+    text_of, term = (a.ravel().tolist() for a in np.broadcast_arrays(*found))
+    return Counter((t, v) for t, v in zip(text_of, term, strict=True) if v != unknown)
 
 
 @settings(max_examples=300, deadline=None)

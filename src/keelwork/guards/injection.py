@@ -296,17 +296,18 @@ class _Block:
         compact = np.empty(len(self.idf), dtype=np.intp)
         compact[present] = np.arange(present.size)
         d = present.size
-        counts = np.bincount(text_of * d + compact[term], minlength=len(texts) * d)
-        counts = counts.reshape(len(texts), d)
+        key = compact.take(term)
+        key += text_of * d  # (text_of broadcast over the term array's leading axes)
+        counts = np.bincount(key.ravel(), minlength=len(texts) * d).reshape(len(texts), d)
         if counts.max() < _SUBLINEAR_TABLE:
-            tf = self.sublinear[counts]
+            tf = self.sublinear.take(counts)
         else:
             tf = np.zeros(counts.shape)
             np.log(counts, out=tf, where=counts > 0)
             tf += counts > 0
-        scaled = tf * self.idf[present]
+        scaled = tf * self.idf.take(present)
         norm = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
-        np.divide(tf @ self.weights[present], norm, out=z, where=norm > 0.0)
+        np.divide(tf @ self.weights.take(present), norm, out=z, where=norm > 0.0)
         return z
 
     def decision_of(self, text: str) -> float:
@@ -328,7 +329,9 @@ class NgramIndex(Protocol):
     """Where a fitted vectoriser's vocabulary occurs in some texts: ``(text, term)`` index
     pairs, one per n-gram the vectoriser's own analyzer gives, exactly as often. An n-gram
     outside the vocabulary has no feature: it may be left out, or given as the term
-    ``len(vocabulary)`` (whose idf and weight are 0), whichever is cheaper."""
+    ``len(vocabulary)`` (whose idf and weight are 0), whichever is cheaper. The term array
+    may have leading axes the text array is broadcast over (one row per n-gram length,
+    say): the pairs are then those of ``np.broadcast_arrays(text, term)``."""
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]: ...
 
@@ -435,29 +438,31 @@ class CharWbIndex:
         return sum((count + 1) * radix for count in prefixes)
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]:
+        """One row of terms per n-gram length, one column per character of the texts."""
         prepared = [self.preprocess(text) for text in texts]
         joined = " " + "  ".join(prepared) + " "
         n = len(joined)
         points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         codes = np.zeros(n + self.max_n, dtype=np.intp)  # zeros past the end end every walk
-        np.take(self.code, points, out=codes[:n], mode="clip")
+        self.code.take(points, out=codes[:n], mode="clip")
         key = codes[:n].copy()
         for j in range(1, self.k):
             key *= self.radix
             key += codes[j : j + n]
         levels = range(max(self.k, self.min_n), self.max_n + 1)
         term = np.empty((len(levels), n), dtype=np.intp)
-        node = self.tables[0][key]
+        node = self.tables[0].take(key)
         for level in range(self.k, self.max_n + 1):
             step = level - self.k
             if step:
-                node = self.tables[step][node * self.radix + codes[level - 1 : level - 1 + n]]
+                np.multiply(node, self.radix, out=key)
+                key += codes[level - 1 : level - 1 + n]
+                self.tables[step].take(key, out=node)
             if level >= self.min_n:
-                np.take(self.terms[step], node, out=term[level - levels.start])
+                self.terms[step].take(node, out=term[level - levels.start])
         # each text is its preprocessed characters (lower-casing may change their number)
         # and the two spaces around them
-        text_at = np.repeat(np.arange(len(texts)), [len(t) + 2 for t in prepared])
-        return np.tile(text_at, len(levels)), term.ravel()
+        return np.repeat(np.arange(len(texts)), [len(t) + 2 for t in prepared]), term
 
 
 # what str.split() splits on: the characters for which str.isspace() holds (none above U+3000)
