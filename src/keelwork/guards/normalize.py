@@ -172,13 +172,17 @@ def non_ascii_characters(text: str) -> frozenset[str]:
     if len(text) < _NUMPY_FROM:
         return frozenset(_NON_ASCII.findall(text))
     points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    return frozenset(map(chr, np.unique(points[points > 0x7F]).tolist()))
+    found = points.compress(points > 0x7F)
+    if found.size > _FEW:  # (sorting them out is quicker than a set of so many)
+        found = np.unique(found)
+    return frozenset(map(chr, found.tolist()))
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # texts from this long have their characters counted with numpy (its fixed cost is the
-# regex's on about this many characters)
+# regex's on about this many characters); up to _FEW non-ASCII ones go straight to a set
 _NUMPY_FROM = 1_000
+_FEW = 256
 
 
 def _strip_invisible(text: str, chars: Set[str] | None = None) -> tuple[str, set[str], list[str]]:
