@@ -700,6 +700,11 @@ def test_normalisation_passes_each_step_the_characters_of_its_own_text(text: str
     assert norm.lines == norm.text.lower().translate(str.maketrans(dict(normalization._QUOTES)))
 
 
+@given(generated)
+def test_a_texts_non_ascii_characters_are_counted_whole(text: str) -> None:
+    assert normalization.non_ascii_characters(text) == {c for c in text if not c.isascii()}
+
+
 def test_only_a_curly_quote_lower_cases_to_a_curly_quote() -> None:
     # the lines fold quotes after lower-casing, the view before: the same either way
     curly = {c for c, _ in normalization._QUOTES}

@@ -16,8 +16,6 @@ import urllib.parse
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
-import numpy as np
-
 # Work caps: what one call may cost, whatever it is given.
 MAX_CHARS = 100_000  # longer inputs are screened on their first MAX_CHARS characters
 MAX_DECODED = 6  # decoded payloads screened per input
@@ -164,25 +162,17 @@ def non_ascii_characters(text: str) -> frozenset[str]:
 
     Hidden, lookalike and combining characters are all outside ASCII, and a long text holds
     few distinct ones (quotes, dashes, emoji): whether it holds any of those is read off this
-    handful, found in one numpy pass, rather than by a regex trying a character class at
-    every character of the text.
+    handful rather than by a regex trying a character class at every character. UTF-8
+    writes an ASCII character as one byte below 0x80 and any other as bytes from 0x80 up, so
+    deleting the bytes below 0x80 (in C, a byte at a time) leaves the others whole.
     """
     if text.isascii():
         return frozenset()
-    if len(text) < _NUMPY_FROM:
-        return frozenset(_NON_ASCII.findall(text))
-    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    found = points.compress(points > 0x7F)
-    if found.size > _FEW:  # (sorting them out is quicker than a set of so many)
-        found = np.unique(found)
-    return frozenset(map(chr, found.tolist()))
+    data = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    return frozenset(data.decode("utf-8", "surrogatepass"))
 
 
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-# texts from this long have their characters counted with numpy (its fixed cost is the
-# regex's on about this many characters); up to _FEW non-ASCII ones go straight to a set
-_NUMPY_FROM = 1_000
-_FEW = 256
+_ASCII_BYTES = bytes(range(0x80))
 
 
 def _strip_invisible(text: str, chars: Set[str] | None = None) -> tuple[str, set[str], list[str]]:
