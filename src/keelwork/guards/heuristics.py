@@ -10,6 +10,7 @@ grown) on its own.
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -636,14 +637,14 @@ class _LiteralTable:
         key >>= np.uint32(32 - cls.BITS)
         return key.astype(np.intp)
 
-    def may_hold(self, text: str) -> list[bool]:
-        """For each literal (in the order of ``names``), False when ``text`` certainly does not
-        hold it."""
+    def absent(self, text: str) -> set[str]:
+        """The literals ``text`` certainly does not hold."""
         held = np.zeros((1 << self.BITS) + 1, dtype=np.uint8)
         held[-1] = 1
         held[self._slots(text.encode("utf-8", "surrogatepass"))] = 1
         rows = held[self.slots].view(np.uint64).ravel()
-        return cast(list[bool], (rows == self.ALL_HELD).tolist())
+        missing = cast(list[bool], (rows != self.ALL_HELD).tolist())
+        return set(itertools.compress(self.names, missing))
 
 
 # the literals of the patterns that read the folded view: most patterns, and most literals;
@@ -728,8 +729,7 @@ class _IndexedText(_Text):
 
     def __init__(self, text: str, table: _LiteralTable | None) -> None:
         super().__init__(text)
-        self.table = table
-        self.may_hold = table.may_hold(text) if table is not None else []
+        self.absent = table.absent(text) if table is not None else set()
         self.found: dict[str, list[int]] = {}  # literal -> where it occurs
         self.held: dict[str, bool] = {}  # literal -> whether it occurs
         self.held_any: dict[tuple[str, ...], bool] = {}  # needles -> whether one occurs
@@ -739,28 +739,24 @@ class _IndexedText(_Text):
     def holds_any(self, literals: tuple[str, ...]) -> bool:
         known = self.held_any.get(literals)
         if known is None:
-            known = self.held_any[literals] = any(map(self._holds, literals))
+            known = False
+            held, absent, text = self.held, self.absent, self.text
+            for literal in literals:
+                found = held.get(literal)
+                if found is None:
+                    found = held[literal] = literal not in absent and literal in text
+                if found:
+                    known = True
+                    break
+            self.held_any[literals] = known
         return known
-
-    def _holds(self, literal: str) -> bool:
-        known = self.held.get(literal)
-        if known is None:
-            known = self.held[literal] = self._may_hold(literal) and literal in self.text
-        return known
-
-    def _may_hold(self, literal: str) -> bool:
-        """False when the literal table rules ``literal`` out."""
-        if self.table is None:
-            return True
-        row = self.table.row.get(literal)
-        return row is None or self.may_hold[row]
 
     def positions(self, literal: str) -> list[int]:
         at = self.found.get(literal)
         if at is None:
             at = self.found[literal] = []
             known = self.held.get(literal)
-            if self._may_hold(literal) if known is None else known:
+            if literal not in self.absent if known is None else known:
                 find = self.text.find
                 i = find(literal)
                 while i >= 0:
