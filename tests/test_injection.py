@@ -705,14 +705,6 @@ def test_a_texts_non_ascii_characters_are_counted_whole(text: str) -> None:
     assert normalization.non_ascii_characters(text) == {c for c in text if not c.isascii()}
 
 
-WHITESPACE_PIECES = ["a", "bc", " ", "  ", "\n", "\t\r", "\x1c", "\u3000"]
-
-
-@given(st.lists(st.sampled_from(WHITESPACE_PIECES)).map("".join))
-def test_whitespace_runs_become_one_space_as_str_split_makes_them(text: str) -> None:
-    assert normalization._one_line(text) == " ".join(text.split())
-
-
 def test_only_a_curly_quote_lower_cases_to_a_curly_quote() -> None:
     # the lines fold quotes after lower-casing, the view before: the same either way
     curly = {c for c, _ in normalization._QUOTES}

@@ -267,23 +267,9 @@ def _heuristic_view(text: str, chars: Set[str] | None = None, lines: str | None 
     plain = _fold_leet(plain)
     if _SPACED_MIN in _ascii_mask(plain, _SPACED_CLASSES):
         plain = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), plain)
-    return _one_line(plain)
-
-
-def _one_line(text: str) -> str:
-    """Whitespace runs to one space, none at the ends: ``" ".join(text.split())`` (str.split
-    and the regex \\s agree on what whitespace is). An ASCII text has its whitespace made
-    spaces and double spaces halved until none is left, a few passes in C instead of a
-    list of its words."""
-    if not text.isascii():
-        return " ".join(text.split())
-    text = text.translate(_ASCII_SPACES)
-    while "  " in text:
-        text = text.replace("  ", " ")
-    return text.strip(" ")
-
-
-_ASCII_SPACES = str.maketrans({c: " " for c in map(chr, range(0x80)) if c.isspace()})
+    # whitespace runs to one space, none at the ends (str.split and the regex \s agree on
+    # what whitespace is)
+    return " ".join(plain.split())
 
 
 def _lines(text: str, chars: Set[str] | None = None) -> str:
