@@ -637,14 +637,15 @@ class _LiteralTable:
         key >>= np.uint32(32 - cls.BITS)
         return key.astype(np.intp)
 
-    def absent(self, text: str) -> set[str]:
-        """The literals ``text`` certainly does not hold."""
+    def may_hold(self, text: str) -> set[str]:
+        """The literals ``text`` may hold (it certainly holds none of the others)."""
         held = np.zeros((1 << self.BITS) + 1, dtype=np.uint8)
         held[-1] = 1
         held[self._slots(text.encode("utf-8", "surrogatepass"))] = 1
         rows = held[self.slots].view(np.uint64).ravel()
-        missing = cast(list[bool], (rows != self.ALL_HELD).tolist())
-        return set(itertools.compress(self.names, missing))
+        return set(
+            itertools.compress(self.names, cast(list[bool], (rows == self.ALL_HELD).tolist()))
+        )
 
 
 # the literals of the patterns that read the folded view: most patterns, and most literals;
@@ -729,7 +730,8 @@ class _IndexedText(_Text):
 
     def __init__(self, text: str, table: _LiteralTable | None) -> None:
         super().__init__(text)
-        self.absent = table.absent(text) if table is not None else set()
+        # the literals that may occur, when a table tells (it lists every literal asked about)
+        self.maybe = table.may_hold(text) if table is not None else None
         self.found: dict[str, list[int]] = {}  # literal -> where it occurs
         self.held: dict[str, bool] = {}  # literal -> whether it occurs
         self.held_any: dict[tuple[str, ...], bool] = {}  # needles -> whether one occurs
@@ -740,11 +742,12 @@ class _IndexedText(_Text):
         known = self.held_any.get(literals)
         if known is None:
             known = False
-            held, absent, text = self.held, self.absent, self.text
+            held, maybe, text = self.held, self.maybe, self.text
             for literal in literals:
                 found = held.get(literal)
                 if found is None:
-                    found = held[literal] = literal not in absent and literal in text
+                    possible = maybe is None or literal in maybe
+                    found = held[literal] = possible and literal in text
                 if found:
                     known = True
                     break
@@ -756,7 +759,7 @@ class _IndexedText(_Text):
         if at is None:
             at = self.found[literal] = []
             known = self.held.get(literal)
-            if literal not in self.absent if known is None else known:
+            if (self.maybe is None or literal in self.maybe) if known is None else known:
                 find = self.text.find
                 i = find(literal)
                 while i >= 0:
