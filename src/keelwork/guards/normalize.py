@@ -273,10 +273,12 @@ def _heuristic_view(text: str, chars: Set[str] | None = None, lines: str | None 
 
 
 def _lines(text: str, chars: Set[str] | None = None) -> str:
-    """The text the line-reading patterns read: lower case, curly quotes folded. (Folding
-    the quotes and lower-casing may come in either order: no character's lower case is a
-    curly quote but the quote's own, and straight quotes have no case.)"""
-    return _fold_quotes(text.lower(), chars)
+    """The text the line-reading patterns read: lower case, curly quotes folded. The quotes
+    are folded first: a text whose only non-ASCII characters are curly quotes is then ASCII,
+    which ``str.lower`` reads ten times faster. (Either order gives the same text: no
+    character's lower case is a curly quote but the quote's own, and straight quotes have
+    no case.)"""
+    return _fold_quotes(text, chars).lower()
 
 
 def _fold_quotes(text: str, chars: Set[str] | None = None) -> str:
