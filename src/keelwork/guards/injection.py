@@ -23,11 +23,11 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -223,6 +223,11 @@ class LinearTextScorer:
                 f"{len(coef)} coefficients",
                 code="guards.injection_model_invalid",
             )
+        # the texts are preprocessed (lower-cased) once for all blocks when they all do it alike
+        self.prepare: Callable[[str], str] | None = None
+        indexes = [b.ngrams for b in self.blocks if isinstance(b.ngrams, PreparedIndex)]
+        if len(indexes) == len(self.blocks) and len({i.preprocessing for i in indexes}) == 1:
+            self.prepare = indexes[0].preprocess
 
     def probas(self, texts: Sequence[str]) -> list[float]:
         """Probability of injection for each text."""
@@ -234,9 +239,10 @@ class LinearTextScorer:
         out: list[float] = []
         for first in range(0, len(texts), _BATCH):
             batch = texts[first : first + _BATCH]
+            prepared = None if self.prepare is None else [self.prepare(t) for t in batch]
             z = np.full(len(batch), self.intercept)
             for block in self.blocks:
-                z += block.decision(batch)
+                z += block.decision(batch, prepared)
             out += [_sigmoid(float(v)) for v in z]
         return out
 
@@ -281,11 +287,17 @@ class _Block:
         )
     )
 
-    def decision(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+    def decision(
+        self, texts: Sequence[str], prepared: Sequence[str] | None = None
+    ) -> npt.NDArray[np.float64]:
         """``sum(coef * tfidf)`` of each text, its TF-IDF vector L2-normalised as the
-        vectoriser normalises it."""
+        vectoriser normalises it. ``prepared``: the texts already preprocessed, for an index
+        that takes them so (a ``PreparedIndex``: only a caller that checked gives them)."""
         z = np.zeros(len(texts))
-        text_of, term = self.ngrams(texts)
+        if prepared is not None:
+            text_of, term = cast(PreparedIndex, self.ngrams).of_prepared(prepared)
+        else:
+            text_of, term = self.ngrams(texts)
         if term.size == 0:
             return z
         # the terms that occur at all, numbered 0..d-1, so the count matrix is texts x d (the
@@ -334,6 +346,23 @@ class NgramIndex(Protocol):
     say): the pairs are then those of ``np.broadcast_arrays(text, term)``."""
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]: ...
+
+
+@runtime_checkable
+class PreparedIndex(NgramIndex, Protocol):
+    """An ``NgramIndex`` that also takes texts already preprocessed: indexes whose
+    ``preprocessing`` (what their ``preprocess`` depends on) is the same preprocess a text
+    alike, so it is done once for them all."""
+
+    preprocessing: Hashable
+    preprocess: Callable[[str], str]
+
+    def of_prepared(self, prepared: Sequence[str]) -> tuple[Indices, Indices]: ...
+
+
+def _preprocessing(vec: Any) -> Hashable:
+    """What a vectoriser's ``build_preprocessor()`` depends on."""
+    return (bool(vec.lowercase), vec.strip_accents, vec.preprocessor)
 
 
 def ngram_index(vec: Any) -> NgramIndex:
@@ -390,7 +419,8 @@ class CharWbIndex:
 
     def __init__(self, vec: Any, alphabet: str) -> None:
         vocabulary = _vocabulary(vec)
-        self.preprocess = vec.build_preprocessor()
+        self.preprocess: Callable[[str], str] = vec.build_preprocessor()
+        self.preprocessing = _preprocessing(vec)
         self.min_n, self.max_n = (int(n) for n in vec.ngram_range)
         self.radix = radix = len(alphabet) + 1
         self.unknown = len(vocabulary)
@@ -438,8 +468,10 @@ class CharWbIndex:
         return sum((count + 1) * radix for count in prefixes)
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]:
+        return self.of_prepared([self.preprocess(text) for text in texts])
+
+    def of_prepared(self, prepared: Sequence[str]) -> tuple[Indices, Indices]:
         """One row of terms per n-gram length, one column per character of the texts."""
-        prepared = [self.preprocess(text) for text in texts]
         joined = " " + "  ".join(prepared) + " "
         n = len(joined)
         points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
@@ -462,7 +494,7 @@ class CharWbIndex:
                 self.terms[step].take(node, out=term[level - levels.start])
         # each text is its preprocessed characters (lower-casing may change their number)
         # and the two spaces around them
-        return np.repeat(np.arange(len(texts)), [len(t) + 2 for t in prepared]), term
+        return np.repeat(np.arange(len(prepared)), [len(t) + 2 for t in prepared]), term
 
 
 # what str.split() splits on: the characters for which str.isspace() holds (none above U+3000)
@@ -500,7 +532,8 @@ class WordIndex:
     TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
     def __init__(self, vec: Any) -> None:
-        self.preprocess = vec.build_preprocessor()
+        self.preprocess: Callable[[str], str] = vec.build_preprocessor()
+        self.preprocessing = _preprocessing(vec)
         self.tokenize = vec.build_tokenizer()
         self.min_n, self.max_n = (int(n) for n in vec.ngram_range)
         vocabulary = _vocabulary(vec)
@@ -551,7 +584,9 @@ class WordIndex:
         return cls(vec)
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]:
-        prepared = [self.preprocess(text) for text in texts]
+        return self.of_prepared([self.preprocess(text) for text in texts])
+
+    def of_prepared(self, prepared: Sequence[str]) -> tuple[Indices, Indices]:
         # when all of them are, no text has a word character outside ASCII (one look for
         # the windows of a long text, which share most of their characters)
         ascii_words = True if _ascii_words(" ".join(prepared)) else None
@@ -563,7 +598,7 @@ class WordIndex:
             counts.append(len(words))
         found = map(self.tokens.get, tokens, itertools.repeat(self.other))
         number = np.fromiter(found, dtype=np.intp, count=len(tokens))
-        text_at = np.repeat(np.arange(len(texts)), counts)
+        text_at = np.repeat(np.arange(len(prepared)), counts)
         kept = number != self.single
         number, text_at = number[kept], text_at[kept]
         text_of: list[Indices] = []
