@@ -23,7 +23,13 @@ from hypothesis import strategies as st
 
 from keelwork.errors import SpecError
 from keelwork.guards import normalize as normalization
-from keelwork.guards.heuristics import PATTERNS, heuristic_hits, leading_literals
+from keelwork.guards.heuristics import (
+    PATTERNS,
+    anchors_of,
+    heuristic_hits,
+    leading_literals,
+    line_start_variant,
+)
 from keelwork.guards.injection import (
     MAX_WINDOWS,
     MODEL_FORMAT,
@@ -409,10 +415,8 @@ generated = st.one_of(
 
 
 def occurrences(found: tuple[Any, Any], unknown: int) -> Counter[tuple[int, int]]:
-    text_of, term = found
-    return Counter(
-        (t, v) for t, v in zip(text_of.tolist(), term.tolist(), strict=True) if v != unknown
-    )
+    text_of, term = (a.ravel().tolist() for a in np.broadcast_arrays(*found))
+    return Counter((t, v) for t, v in zip(text_of, term, strict=True) if v != unknown)
 
 
 @settings(max_examples=300, deadline=None)
@@ -497,7 +501,26 @@ LETTER = "Dear support team, my card was charged twice for one order last week. 
 def test_the_indexed_pattern_search_finds_what_finditer_finds(head: str, tail: str) -> None:
     norm = normalize(head + LETTER + tail)
     assert len(norm.view) >= 500  # long enough to be read through the literal index
-    assert {h.family: h.weight for h in heuristic_hits(norm)} == plain_hits(norm)
+    # the same families, weights and order (the order the reasons are listed in)
+    found = [(h.family, h.weight) for h in heuristic_hits(norm)]
+    assert found == list(plain_hits(norm).items())
+
+
+def test_a_familys_patterns_are_listed_together() -> None:
+    # the patterns are searched family by family, strongest first; the families that match
+    # come out in the order of the list only because each family's patterns are together
+    order = [p.family for p in PATTERNS]
+    assert all(order.index(f) == i or order[i - 1] == f for i, f in enumerate(order))
+
+
+@settings(max_examples=200, deadline=None)
+@given(generated)
+def test_the_view_holds_no_whitespace_but_single_spaces(text: str) -> None:
+    # the patterns that read the view are searched from start literals that take its \s
+    # for a space
+    view = normalize(text).view
+    assert view == " ".join(view.split())
+    assert all(ch == " " for ch in view if ch.isspace())
 
 
 @settings(max_examples=100, deadline=None)
@@ -509,6 +532,42 @@ def test_every_match_of_a_pattern_starts_with_one_of_its_leading_literals(text: 
             for start in range(len(text)):
                 if pattern.regex.match(text, start):
                     assert text.startswith(pattern.starts, start), pattern.regex.pattern
+
+
+@settings(max_examples=100, deadline=None)
+@given(attack_like)
+def test_every_match_of_a_pattern_starts_by_one_of_its_anchors(text: str) -> None:
+    norm = normalize(text)
+    for pattern in PATTERNS:
+        if not pattern.anchors:
+            continue
+        read = norm.view if pattern.on == "view" else norm.lines
+        places = {
+            i - back
+            for i in range(len(read))
+            if read.startswith(pattern.anchors, i)
+            for back in range(pattern.lead + 1)
+        }
+        for start in range(len(read)):
+            if pattern.regex.match(read, start):
+                assert start in places, pattern.regex.pattern
+
+
+@pytest.mark.parametrize(
+    ("regex", "lead", "anchors"),
+    [
+        (r"(?:ab|cd)e", 0, ("abe", "cde")),
+        (r"abc", 0, ()),  # one literal: the regex engine looks for it as quickly
+        (r"\[x|<y|<z", 0, ("<", "[")),  # punctuation: its first characters
+        (r"(?:^|\s)##x", 1, ("#",)),  # a narrow first item, then a literal
+        (r"\w+x", 0, ()),
+    ],
+)
+def test_a_pattern_is_searched_from_its_anchors(
+    regex: str, lead: int, anchors: tuple[str, ...]
+) -> None:
+    compiled = re.compile(regex, re.MULTILINE)
+    assert anchors_of(compiled, leading_literals(compiled)) == (lead, anchors)
 
 
 @pytest.mark.parametrize(
@@ -526,6 +585,42 @@ def test_every_match_of_a_pattern_starts_with_one_of_its_leading_literals(text: 
 )
 def test_leading_literals_are_read_off_the_regex(regex: str, starts: tuple[str, ...]) -> None:
     assert leading_literals(re.compile(regex)) == starts
+
+
+def test_in_a_text_spaced_with_single_spaces_whitespace_extends_a_leading_literal() -> None:
+    assert leading_literals(re.compile(r"(?:act|speak)\s+as")) == ("act", "speak")
+    assert leading_literals(re.compile(r"(?:act|speak)\s+as"), space=" ") == ("act ", "speak ")
+    assert leading_literals(re.compile(r"no\S"), space=" ") == ("no",)  # not whitespace
+
+
+@pytest.mark.parametrize(
+    ("regex", "variant"),
+    [
+        (r"^\s*system:", r"\n\s*system:"),
+        (r"^a|b", None),  # only one alternative is anchored
+        (r"(?:^|\s)#", None),
+        (r"\^a", None),  # a literal caret
+        (r"a^", None),
+    ],
+)
+def test_a_regex_anchored_at_line_starts_gets_a_newline_variant(
+    regex: str, variant: str | None
+) -> None:
+    found = line_start_variant(re.compile(regex, re.MULTILINE))
+    assert (found.pattern if found is not None else None) == variant
+    assert line_start_variant(re.compile(regex)) is None  # not multi-line: ^ is the text start
+
+
+LINE_PIECES = ("system", "admin", "message", ":", " ", "\n", "\t", "x", "\n\n", ": ", "note")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=40).map("".join))
+def test_the_newline_variant_finds_a_match_exactly_when_the_regex_does(text: str) -> None:
+    for pattern in PATTERNS:
+        if pattern.after_newline is not None:
+            found = pattern.regex.match(text) or pattern.after_newline.search(text)
+            assert (found is not None) == (pattern.regex.search(text) is not None)
 
 
 def reference_strip_invisible(text: str) -> tuple[str, set[str], list[str]]:
@@ -593,6 +688,28 @@ def test_the_normalisation_fast_paths_equal_the_plain_definitions(text: str) -> 
     assert spans == [m.span() for m in normalization._B64_RUN.finditer(text)]
     expected = [*normalization._HEX_RUN.finditer(text), *normalization._HEX_ESCAPES.finditer(text)]
     assert [m.span() for m in normalization._hex_runs(text)] == [m.span() for m in expected]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ENCODED_PIECES), max_size=120).map("".join))
+def test_normalisation_passes_each_step_the_characters_of_its_own_text(text: str) -> None:
+    # normalize() counts a text's non-ASCII characters once and again only when a step
+    # changes the text; each step given them must answer as when it reads the text itself
+    norm = normalize(text)
+    assert norm.view == reference_view(norm.text)
+    assert norm.lines == norm.text.lower().translate(str.maketrans(dict(normalization._QUOTES)))
+
+
+@given(generated)
+def test_a_texts_non_ascii_characters_are_counted_whole(text: str) -> None:
+    assert normalization.non_ascii_characters(text) == {c for c in text if not c.isascii()}
+
+
+def test_only_a_curly_quote_lower_cases_to_a_curly_quote() -> None:
+    # the lines fold quotes after lower-casing, the view before: the same either way
+    curly = {c for c, _ in normalization._QUOTES}
+    assert all(chr(c) in curly for c in range(0x110000) if curly & set(chr(c).lower()))
+    assert all(q.lower() == q for q in curly)
 
 
 def test_a_lone_surrogate_beside_url_escapes_is_screened(screen: InjectionScreen) -> None:

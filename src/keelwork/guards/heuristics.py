@@ -29,7 +29,8 @@ class Pattern:
     names the view it reads: "view" (folded, one line) or "lines" (lower-cased, lines kept,
     no leetspeak folding, so URLs and delimiters survive). ``starts`` are literals that every
     match begins with, read off the regex itself (see ``leading_literals``); empty when it
-    cannot tell."""
+    cannot tell. ``after_newline`` is set for a regex whose every match begins a line (see
+    ``line_start_variant``)."""
 
     family: str
     weight: float
@@ -37,6 +38,16 @@ class Pattern:
     regex: re.Pattern[str]
     on: str = "view"
     starts: tuple[str, ...] = field(default=())
+    after_newline: re.Pattern[str] | None = None
+    # where a match may start in a long text: at most ``lead`` characters before a place
+    # where one of ``anchors`` occurs (see ``anchors_of``); () to leave the search to the
+    # regex engine
+    anchors: tuple[str, ...] = ()
+    lead: int = 0
+
+
+# the folded view's only whitespace character (normalisation joins its words with single spaces)
+VIEW_SPACE = " "
 
 
 def _p(
@@ -44,7 +55,79 @@ def _p(
 ) -> Pattern:
     words = tuple(needles.split("|")) if isinstance(needles, str) else needles
     regex = re.compile(_unanchor(pattern), re.MULTILINE)
-    return Pattern(family, weight, words, regex, on, leading_literals(regex))
+    space = VIEW_SPACE if on == "view" else None
+    starts = leading_literals(regex, space)
+    lead, anchors = anchors_of(regex, starts, space)
+    variant = line_start_variant(regex)
+    return Pattern(family, weight, words, regex, on, starts, variant, anchors, lead)
+
+
+# a regex that begins with an item at most this many characters wide (an anchor or one
+# character, say) is searched from the literals that follow that item
+_MAX_LEAD = 1
+
+
+def anchors_of(
+    regex: re.Pattern[str], starts: tuple[str, ...], space: str | None = None
+) -> tuple[int, tuple[str, ...]]:
+    r"""``(lead, anchors)``: every match of ``regex`` starts at most ``lead`` characters before
+    a place where one of ``anchors`` occurs, and looking for those places in a long text is
+    quicker than the regex engine's own search; ``(0, ())`` when it is not.
+
+    The anchors are the start literals (``starts``), or, when they all begin with
+    punctuation (rare in text), their first characters: one ``str.find`` scan each (a
+    memchr) instead of one per literal, and few places. One start literal is left to the
+    regex engine, which looks for it as quickly. A regex that begins with a narrow item
+    (``(?:^|\s)``) has no start literal; the literals after that item are its anchors.
+    """
+    lead = 0
+    if not starts:
+        lead, starts = _after_lead(regex, space)
+        if not starts:
+            return 0, ()
+    firsts = {s[0] for s in starts}
+    if not any(c.isalnum() or c.isspace() for c in firsts):
+        return lead, tuple(sorted(firsts))
+    return (lead, starts) if len(starts) > 1 or lead else (0, ())
+
+
+def _after_lead(regex: re.Pattern[str], space: str | None) -> tuple[int, tuple[str, ...]]:
+    """The width of a narrow first item of ``regex`` and the literals every match of what
+    follows it begins with; ``(0, ())`` when the regex begins otherwise."""
+    if regex.flags & re.IGNORECASE:
+        return 0, ()
+    try:
+        parser: Any = importlib.import_module("re._parser")
+        parsed = parser.parse(regex.pattern, regex.flags)
+        if parsed.state.flags & re.IGNORECASE or not parsed.data:
+            return 0, ()
+        _, widest = parser.SubPattern(parsed.state, [parsed.data[0]]).getwidth()
+        if widest > _MAX_LEAD:
+            return 0, ()
+        return widest, _tidy(_prefixes(list(parsed.data[1:]), space))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return 0, ()
+
+
+def line_start_variant(regex: re.Pattern[str]) -> re.Pattern[str] | None:
+    """For a multi-line regex that begins with ``^`` (every match begins a line: at 0 or
+    right after a newline), the same regex with that ``^`` replaced by a newline; None for
+    any other regex.
+
+    A text holds a match of the regex exactly when the regex matches at 0 or the variant
+    matches somewhere. The variant begins with a literal character, so the regex engine
+    jumps from newline to newline instead of trying the anchor at every character.
+    """
+    if not regex.flags & re.MULTILINE or not regex.pattern.startswith("^"):
+        return None
+    try:
+        parser: Any = importlib.import_module("re._parser")
+        first = parser.parse(regex.pattern, regex.flags).data[0]
+    except (ImportError, AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if (str(first[0]), str(first[1])) != ("AT", "AT_BEGINNING"):
+        return None
+    return re.compile(r"\n" + regex.pattern[1:], regex.flags)
 
 
 def _unanchor(pattern: str) -> str:
@@ -82,9 +165,11 @@ _MAX_LITERAL = 12
 _MAX_STARTS = 64
 
 
-def leading_literals(regex: re.Pattern[str]) -> tuple[str, ...]:
+def leading_literals(regex: re.Pattern[str], space: str | None = None) -> tuple[str, ...]:
     """Literals of which every match of ``regex`` begins with one, shortest first; () when the
     regex does not say (a match may start with a character class, a wildcard, or be empty).
+    ``space``: the only whitespace character the texts searched hold, if there is one (the
+    folded view's whitespace is single spaces), so that ``\\s`` stands for it alone.
 
     Read from the regex's parse tree (``re._parser``, the parser ``re.compile`` itself uses),
     so the answer follows the pattern as written rather than a list kept beside it. Used
@@ -98,18 +183,23 @@ def leading_literals(regex: re.Pattern[str]) -> tuple[str, ...]:
         parsed = parser.parse(regex.pattern, regex.flags)
         if parsed.state.flags & re.IGNORECASE:
             return ()
-        found = _prefixes(list(parsed.data))
+        found = _prefixes(list(parsed.data), space)
     except (ImportError, AttributeError, TypeError, ValueError):
         return ()
+    return _tidy(found)
+
+
+def _tidy(found: set[str] | None) -> tuple[str, ...]:
+    """Literals cut to ``_MAX_LITERAL`` characters, those that extend another dropped (they
+    add no place the other misses), shortest first."""
     if not found:
         return ()
     cut = {literal[:_MAX_LITERAL] for literal in found}
-    # a literal that extends a shorter one adds no position the shorter one misses
     kept = {a for a in cut if not any(b != a and a.startswith(b) for b in cut)}
     return tuple(sorted(kept, key=lambda s: (len(s), s)))
 
 
-def _prefixes(items: list[Any]) -> set[str] | None:
+def _prefixes(items: list[Any], space: str | None) -> set[str] | None:
     """Non-empty literals every match of the parsed sequence ``items`` starts with; None when
     unknown. Zero-width items (anchors, lookarounds) are stepped over; a literal or a small
     set of characters is extended by what follows it."""
@@ -118,36 +208,37 @@ def _prefixes(items: list[Any]) -> set[str] | None:
     op, arg = items[0]
     name, rest = str(op), items[1:]
     if name in ("AT", "ASSERT", "ASSERT_NOT"):
-        return _prefixes(rest)
+        return _prefixes(rest, space)
     if name == "BRANCH":
         out: set[str] = set()
         for alternative in arg[1]:
-            found = _prefixes(list(alternative.data) + rest)
+            found = _prefixes(list(alternative.data) + rest, space)
             if found is None:
                 return None
             out |= found
         return out
     if name == "SUBPATTERN":
         _, add_flags, del_flags, inner = arg
-        return None if add_flags or del_flags else _prefixes(list(inner.data) + rest)
+        return None if add_flags or del_flags else _prefixes(list(inner.data) + rest, space)
     if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
         least, _, inner = arg
-        once = _prefixes(list(inner.data))
+        once = _prefixes(list(inner.data), space)
         if once is None or least > 0:
             return once
-        after = _prefixes(rest)
+        after = _prefixes(rest, space)
         return None if after is None else once | after
-    chars = _characters(name, arg)
+    chars = _characters(name, arg, space)
     if chars is None:
         return None
-    tails = _prefixes(rest)
+    tails = _prefixes(rest, space)
     if tails is None or len(tails) * len(chars) > _MAX_STARTS:
         return chars
     return {c + tail for c in chars for tail in tails}
 
 
-def _characters(name: str, arg: Any) -> set[str] | None:
-    """The characters one LITERAL or small IN item matches; None for anything wider."""
+def _characters(name: str, arg: Any, space: str | None) -> set[str] | None:
+    """The characters one LITERAL or small IN item matches (``\\s`` as ``space``, when
+    given); None for anything wider."""
     if name == "LITERAL":
         return {chr(arg)}
     if name != "IN":
@@ -158,6 +249,8 @@ def _characters(name: str, arg: Any) -> set[str] | None:
             chars.add(chr(value))
         elif str(op) == "RANGE" and value[1] - value[0] < 16:
             chars.update(map(chr, range(value[0], value[1] + 1)))
+        elif str(op) == "CATEGORY" and str(value) == "CATEGORY_SPACE" and space is not None:
+            chars.add(space)
         else:
             return None
     return chars
@@ -508,55 +601,60 @@ SIGNAL_WEIGHTS = {
 
 class _LiteralTable:
     """The literals the patterns look for (needles and start literals), with the byte
-    trigrams and 4-grams of each: a text holds a literal only if it holds every one of
-    those of the literal's UTF-8 bytes (UTF-8 keeps substrings substrings), so one table of
-    the (hashed) n-grams a text holds tells, for all literals at once, which ones it cannot
-    hold. (4-grams rule out most literals whose trigrams all occur, apart.)"""
+    4-grams of each: a text holds a literal only if it holds every 4-gram of the literal's
+    UTF-8 bytes (UTF-8 keeps substrings substrings), so one table of the (hashed) 4-grams a
+    text holds tells, for all literals at once, which ones it may hold. A literal shorter
+    than four bytes has no 4-gram: the table never rules it out. (Trigrams as well ruled out
+    so few more literals that their pass cost more than the searches it saved.)"""
 
-    BITS = 14  # table slots per n-gram size
-    SIZES = (3, 4)
-    PREFIX = 8  # a literal is checked by the n-grams of its first bytes
+    BITS = 14  # table slots
+    SIZE = 4  # bytes per n-gram: one little-endian 32-bit word
+    # a literal is checked by the 4-grams of its first PREFIX bytes: at most WIDTH of them,
+    # so that a literal's row of table bytes reads as one 64-bit word
+    PREFIX = 8
+    WIDTH = 8
+    ALL_HELD = int.from_bytes(b"\1" * WIDTH, "little")
 
     def __init__(self, literals: Iterable[str]) -> None:
         self.names = sorted(set(literals))
+        self.row = {name: i for i, name in enumerate(self.names)}
         data = [name.encode("utf-8", "surrogatepass")[: self.PREFIX] for name in self.names]
-        # one row per literal: where its n-grams are in the table, padded with an extra slot
+        # one row per literal: where its 4-grams are in the table, padded with an extra slot
         # that is always set
-        always = len(self.SIZES) << self.BITS
-        rows = [[h for n in self.SIZES for h in self._slots(d, n).tolist()] for d in data]
-        width = max(map(len, rows), default=0)
-        padded = [[*row, *[always] * (width - len(row))] for row in rows]
-        self.slots = np.array(padded, dtype=np.intp).reshape(len(rows), width)
+        always = 1 << self.BITS
+        rows = [self._slots(d).tolist() for d in data]
+        padded = [[*row, *[always] * (self.WIDTH - len(row))] for row in rows]
+        self.slots = np.array(padded, dtype=np.intp).reshape(len(rows), self.WIDTH)
 
     @classmethod
-    def _slots(cls, data: bytes, size: int) -> npt.NDArray[np.intp]:
-        """The table slot of each ``size``-byte n-gram of ``data``: one region of
-        ``2**BITS`` slots per size, the n-gram hashed into it (multiplicative hashing)."""
-        if len(data) < size:
+    def _slots(cls, data: bytes) -> npt.NDArray[np.intp]:
+        """The table slot of each 4-byte n-gram of ``data``, hashed (multiplicative hashing)."""
+        if len(data) < cls.SIZE:
             return np.zeros(0, dtype=np.intp)
-        # the little-endian 32-bit word at every byte offset holds the n-gram there in its
-        # low bytes (zero bytes appended so that the last ones can be read)
-        padded = data + b"\0\0\0"
-        words = np.ndarray((len(data) - size + 1,), dtype="<u4", buffer=padded, strides=(1,))
-        key = words & np.uint32((1 << (8 * size)) - 1) if size < 4 else words.copy()
-        key *= np.uint32(2654435761)  # modulo 2**32
+        # the little-endian 32-bit word at every byte offset is the 4-gram there
+        words = np.ndarray((len(data) - cls.SIZE + 1,), dtype="<u4", buffer=data, strides=(1,))
+        key = words * np.uint32(2654435761)  # modulo 2**32
         key >>= np.uint32(32 - cls.BITS)
-        region = cls.SIZES.index(size) << cls.BITS
-        return key.astype(np.intp) + region
+        return key.astype(np.intp)
 
-    def absent(self, text: str) -> set[str]:
-        """The literals ``text`` certainly does not hold."""
-        held = np.zeros((len(self.SIZES) << self.BITS) + 1, dtype=np.bool_)
-        held[-1] = True
-        data = text.encode("utf-8", "surrogatepass")
-        for size in self.SIZES:
-            held[self._slots(data, size)] = True
-        missing = cast(list[bool], (~held[self.slots].all(axis=1)).tolist())
-        return set(itertools.compress(self.names, missing))
+    def may_hold(self, text: str) -> set[str]:
+        """The literals ``text`` may hold (it certainly holds none of the others)."""
+        held = np.zeros((1 << self.BITS) + 1, dtype=np.uint8)
+        held[-1] = 1
+        held[self._slots(text.encode("utf-8", "surrogatepass"))] = 1
+        rows = held[self.slots].view(np.uint64).ravel()
+        return set(
+            itertools.compress(self.names, cast(list[bool], (rows == self.ALL_HELD).tolist()))
+        )
 
 
+# the literals of the patterns that read the folded view: most patterns, and most literals;
+# the few of those that read the lines are each looked for with ``in``
 _LITERALS = _LiteralTable(
-    literal for pattern in PATTERNS for literal in (*pattern.needles, *pattern.starts)
+    literal
+    for pattern in PATTERNS
+    if pattern.on == "view"
+    for literal in (*pattern.needles, *pattern.starts)
 )
 
 
@@ -568,11 +666,25 @@ class Hit:
     weight: float
 
 
+def _strongest_first(patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...]:
+    """The patterns family by family, in the order the families are listed, and each family's
+    strongest patterns first: once one of them matches, the family's weaker ones need not
+    run. (A family's patterns are listed together, so the families that match come out in
+    the order a reading of ``PATTERNS`` in turn finds them.)"""
+    first: dict[str, int] = {}
+    for i, pattern in enumerate(patterns):
+        first.setdefault(pattern.family, i)
+    return tuple(sorted(patterns, key=lambda p: (first[p.family], -p.weight)))
+
+
+_SEARCH_ORDER = _strongest_first(PATTERNS)
+
+
 def heuristic_hits(norm: Normalized) -> list[Hit]:
     """The attack families whose patterns match this normalised text (strongest per family)."""
     best: dict[str, float] = {}
-    views = {"view": _reader(norm.view), "lines": _reader(norm.lines)}
-    for pattern in PATTERNS:
+    views = {"view": _reader(norm.view, _LITERALS), "lines": _reader(norm.lines, None)}
+    for pattern in _SEARCH_ORDER:
         if pattern.weight <= best.get(pattern.family, 0.0):
             continue
         view = views[pattern.on]
@@ -581,8 +693,8 @@ def heuristic_hits(norm: Normalized) -> list[Hit]:
     return [Hit(family, weight) for family, weight in best.items()]
 
 
-def _reader(text: str) -> _Text:
-    return _IndexedText(text) if len(text) >= _LONG_TEXT else _Text(text)
+def _reader(text: str, table: _LiteralTable | None) -> _Text:
+    return _IndexedText(text, table) if len(text) >= _LONG_TEXT else _Text(text)
 
 
 class _Text:
@@ -598,6 +710,11 @@ class _Text:
         """Is there a match that starts at a word boundary (the ``\b`` ``_unanchor``
         dropped)? Matches as ``finditer`` gives them: leftmost first, not overlapping."""
         text = self.text
+        if pattern.after_newline is not None:
+            # every match begins a line, so at a word boundary: is there one at all?
+            if pattern.regex.match(text) is not None:
+                return True
+            return pattern.after_newline.search(text) is not None
         return any(_at_word_start(text, m.start()) for m in pattern.regex.finditer(text))
 
 
@@ -611,31 +728,38 @@ class _IndexedText(_Text):
     rules those out without reading the text again.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, table: _LiteralTable | None) -> None:
         super().__init__(text)
-        self.absent = _LITERALS.absent(text)
+        # the literals that may occur, when a table tells (it lists every literal asked about)
+        self.maybe = table.may_hold(text) if table is not None else None
         self.found: dict[str, list[int]] = {}  # literal -> where it occurs
         self.held: dict[str, bool] = {}  # literal -> whether it occurs
         self.held_any: dict[tuple[str, ...], bool] = {}  # needles -> whether one occurs
-        self.starts: dict[tuple[str, ...], list[int]] = {}  # start literals -> positions
+        # (anchors, lead) -> where a match may start
+        self.starts: dict[tuple[tuple[str, ...], int], list[int]] = {}
 
     def holds_any(self, literals: tuple[str, ...]) -> bool:
         known = self.held_any.get(literals)
         if known is None:
-            known = self.held_any[literals] = any(map(self._holds, literals))
-        return known
-
-    def _holds(self, literal: str) -> bool:
-        known = self.held.get(literal)
-        if known is None:
-            known = self.held[literal] = literal not in self.absent and literal in self.text
+            known = False
+            held, maybe, text = self.held, self.maybe, self.text
+            for literal in literals:
+                found = held.get(literal)
+                if found is None:
+                    possible = maybe is None or literal in maybe
+                    found = held[literal] = possible and literal in text
+                if found:
+                    known = True
+                    break
+            self.held_any[literals] = known
         return known
 
     def positions(self, literal: str) -> list[int]:
         at = self.found.get(literal)
         if at is None:
             at = self.found[literal] = []
-            if self.held.get(literal, literal not in self.absent):
+            known = self.held.get(literal)
+            if (self.maybe is None or literal in self.maybe) if known is None else known:
                 find = self.text.find
                 i = find(literal)
                 while i >= 0:
@@ -647,11 +771,15 @@ class _IndexedText(_Text):
         """As ``_Text.search_word``; when the pattern says which literals its matches start
         with, the regex is tried only where one of them occurs and gives the same matches
         in the same order."""
-        if len(pattern.starts) > 1:  # (one literal: the regex engine's own prefix search)
-            at = self.starts.get(pattern.starts)
+        if pattern.anchors:
+            key = (pattern.anchors, pattern.lead)
+            at = self.starts.get(key)
             if at is None:
-                found = map(self.positions, pattern.starts)
-                at = self.starts[pattern.starts] = sorted(set().union(*found))
+                found: set[int] = set().union(*map(self.positions, pattern.anchors))
+                if pattern.lead:
+                    back = range(pattern.lead + 1)
+                    found = {i - b for i in found for b in back if i >= b}
+                at = self.starts[key] = sorted(found)
             if len(at) * _CHARS_PER_MATCH_CALL < len(self.text):
                 return self._search_at(pattern.regex, at)
         return super().search_word(pattern)

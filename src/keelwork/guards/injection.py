@@ -22,20 +22,24 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from keelwork.errors import SpecError
 from keelwork.guards.heuristics import SIGNAL_WEIGHTS, heuristic_hits
-from keelwork.guards.normalize import MAX_DECODE_DEPTH, Normalized, normalize
+from keelwork.guards.normalize import (
+    MAX_DECODE_DEPTH,
+    Normalized,
+    non_ascii_characters,
+    normalize,
+)
 
 MODEL_RESOURCE = "data/injection.skops"
 META_RESOURCE = "data/injection.json"
@@ -219,6 +223,11 @@ class LinearTextScorer:
                 f"{len(coef)} coefficients",
                 code="guards.injection_model_invalid",
             )
+        # the texts are preprocessed (lower-cased) once for all blocks when they all do it alike
+        self.prepare: Callable[[str], str] | None = None
+        indexes = [b.ngrams for b in self.blocks if isinstance(b.ngrams, PreparedIndex)]
+        if len(indexes) == len(self.blocks) and len({i.preprocessing for i in indexes}) == 1:
+            self.prepare = indexes[0].preprocess
 
     def probas(self, texts: Sequence[str]) -> list[float]:
         """Probability of injection for each text."""
@@ -230,9 +239,10 @@ class LinearTextScorer:
         out: list[float] = []
         for first in range(0, len(texts), _BATCH):
             batch = texts[first : first + _BATCH]
+            prepared = None if self.prepare is None else [self.prepare(t) for t in batch]
             z = np.full(len(batch), self.intercept)
             for block in self.blocks:
-                z += block.decision(batch)
+                z += block.decision(batch, prepared)
             out += [_sigmoid(float(v)) for v in z]
         return out
 
@@ -277,11 +287,17 @@ class _Block:
         )
     )
 
-    def decision(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+    def decision(
+        self, texts: Sequence[str], prepared: Sequence[str] | None = None
+    ) -> npt.NDArray[np.float64]:
         """``sum(coef * tfidf)`` of each text, its TF-IDF vector L2-normalised as the
-        vectoriser normalises it."""
+        vectoriser normalises it. ``prepared``: the texts already preprocessed, for an index
+        that takes them so (a ``PreparedIndex``: only a caller that checked gives them)."""
         z = np.zeros(len(texts))
-        text_of, term = self.ngrams(texts)
+        if prepared is not None:
+            text_of, term = cast(PreparedIndex, self.ngrams).of_prepared(prepared)
+        else:
+            text_of, term = self.ngrams(texts)
         if term.size == 0:
             return z
         # the terms that occur at all, numbered 0..d-1, so the count matrix is texts x d (the
@@ -292,17 +308,18 @@ class _Block:
         compact = np.empty(len(self.idf), dtype=np.intp)
         compact[present] = np.arange(present.size)
         d = present.size
-        counts = np.bincount(text_of * d + compact[term], minlength=len(texts) * d)
-        counts = counts.reshape(len(texts), d)
+        key = compact.take(term)
+        key += text_of * d  # (text_of broadcast over the term array's leading axes)
+        counts = np.bincount(key.ravel(), minlength=len(texts) * d).reshape(len(texts), d)
         if counts.max() < _SUBLINEAR_TABLE:
-            tf = self.sublinear[counts]
+            tf = self.sublinear.take(counts)
         else:
             tf = np.zeros(counts.shape)
             np.log(counts, out=tf, where=counts > 0)
             tf += counts > 0
-        scaled = tf * self.idf[present]
+        scaled = tf * self.idf.take(present)
         norm = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
-        np.divide(tf @ self.weights[present], norm, out=z, where=norm > 0.0)
+        np.divide(tf @ self.weights.take(present), norm, out=z, where=norm > 0.0)
         return z
 
     def decision_of(self, text: str) -> float:
@@ -324,9 +341,28 @@ class NgramIndex(Protocol):
     """Where a fitted vectoriser's vocabulary occurs in some texts: ``(text, term)`` index
     pairs, one per n-gram the vectoriser's own analyzer gives, exactly as often. An n-gram
     outside the vocabulary has no feature: it may be left out, or given as the term
-    ``len(vocabulary)`` (whose idf and weight are 0), whichever is cheaper."""
+    ``len(vocabulary)`` (whose idf and weight are 0), whichever is cheaper. The term array
+    may have leading axes the text array is broadcast over (one row per n-gram length,
+    say): the pairs are then those of ``np.broadcast_arrays(text, term)``."""
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]: ...
+
+
+@runtime_checkable
+class PreparedIndex(NgramIndex, Protocol):
+    """An ``NgramIndex`` that also takes texts already preprocessed: indexes whose
+    ``preprocessing`` (what their ``preprocess`` depends on) is the same preprocess a text
+    alike, so it is done once for them all."""
+
+    preprocessing: Hashable
+    preprocess: Callable[[str], str]
+
+    def of_prepared(self, prepared: Sequence[str]) -> tuple[Indices, Indices]: ...
+
+
+def _preprocessing(vec: Any) -> Hashable:
+    """What a vectoriser's ``build_preprocessor()`` depends on."""
+    return (bool(vec.lowercase), vec.strip_accents, vec.preprocessor)
 
 
 def ngram_index(vec: Any) -> NgramIndex:
@@ -383,7 +419,8 @@ class CharWbIndex:
 
     def __init__(self, vec: Any, alphabet: str) -> None:
         vocabulary = _vocabulary(vec)
-        self.preprocess = vec.build_preprocessor()
+        self.preprocess: Callable[[str], str] = vec.build_preprocessor()
+        self.preprocessing = _preprocessing(vec)
         self.min_n, self.max_n = (int(n) for n in vec.ngram_range)
         self.radix = radix = len(alphabet) + 1
         self.unknown = len(vocabulary)
@@ -431,29 +468,33 @@ class CharWbIndex:
         return sum((count + 1) * radix for count in prefixes)
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]:
-        prepared = [self.preprocess(text) for text in texts]
+        return self.of_prepared([self.preprocess(text) for text in texts])
+
+    def of_prepared(self, prepared: Sequence[str]) -> tuple[Indices, Indices]:
+        """One row of terms per n-gram length, one column per character of the texts."""
         joined = " " + "  ".join(prepared) + " "
         n = len(joined)
         points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         codes = np.zeros(n + self.max_n, dtype=np.intp)  # zeros past the end end every walk
-        np.take(self.code, points, out=codes[:n], mode="clip")
+        self.code.take(points, out=codes[:n], mode="clip")
         key = codes[:n].copy()
         for j in range(1, self.k):
             key *= self.radix
             key += codes[j : j + n]
         levels = range(max(self.k, self.min_n), self.max_n + 1)
         term = np.empty((len(levels), n), dtype=np.intp)
-        node = self.tables[0][key]
+        node = self.tables[0].take(key)
         for level in range(self.k, self.max_n + 1):
             step = level - self.k
             if step:
-                node = self.tables[step][node * self.radix + codes[level - 1 : level - 1 + n]]
+                np.multiply(node, self.radix, out=key)
+                key += codes[level - 1 : level - 1 + n]
+                self.tables[step].take(key, out=node)
             if level >= self.min_n:
-                np.take(self.terms[step], node, out=term[level - levels.start])
+                self.terms[step].take(node, out=term[level - levels.start])
         # each text is its preprocessed characters (lower-casing may change their number)
         # and the two spaces around them
-        text_at = np.repeat(np.arange(len(texts)), [len(t) + 2 for t in prepared])
-        return np.tile(text_at, len(levels)), term.ravel()
+        return np.repeat(np.arange(len(prepared)), [len(t) + 2 for t in prepared]), term
 
 
 # what str.split() splits on: the characters for which str.isspace() holds (none above U+3000)
@@ -463,7 +504,11 @@ _WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 _NON_WORD_BYTES = bytes(
     b if b < 128 and (chr(b).isalnum() or chr(b) == "_") else ord(" ") for b in range(256)
 )
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _ascii_words(text: str) -> bool:
+    """Are the text's word characters (the regex ``\\w``: letters, digits, "_") all ASCII?"""
+    return text.isascii() or not any(c.isalnum() or c == "_" for c in non_ascii_characters(text))
 
 
 def _digits(codes: Iterable[int], radix: int) -> int:
@@ -487,7 +532,8 @@ class WordIndex:
     TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
     def __init__(self, vec: Any) -> None:
-        self.preprocess = vec.build_preprocessor()
+        self.preprocess: Callable[[str], str] = vec.build_preprocessor()
+        self.preprocessing = _preprocessing(vec)
         self.tokenize = vec.build_tokenizer()
         self.min_n, self.max_n = (int(n) for n in vec.ngram_range)
         vocabulary = _vocabulary(vec)
@@ -514,14 +560,13 @@ class WordIndex:
         self.starts_bigram = np.zeros(self.single + 1, dtype=bool)
         self.starts_bigram[self.bigram_keys // (self.other + 1)] = True
 
-    def tokens_of(self, text: str) -> list[str]:
+    def tokens_of(self, text: str, ascii_words: bool | None = None) -> list[str]:
         """The token pattern's tokens of ``text``, and one-character runs (a caller drops
         them): every non-word character becomes a space and ``str.split`` cuts there, when
-        the text's word characters are all ASCII; the regex otherwise."""
-        if not text.isascii():
-            others = set(_NON_ASCII.findall(text))
-            if any(c.isalnum() or c == "_" for c in others):
-                return list(self.tokenize(text))
+        the text's word characters are all ASCII (``ascii_words``, when already known); the
+        regex otherwise."""
+        if not (_ascii_words(text) if ascii_words is None else ascii_words):
+            return list(self.tokenize(text))
         # non-ASCII characters (none of them a word character) become "?", then spaces
         return text.encode("ascii", "replace").translate(_NON_WORD_BYTES).decode().split()
 
@@ -539,15 +584,21 @@ class WordIndex:
         return cls(vec)
 
     def __call__(self, texts: Sequence[str]) -> tuple[Indices, Indices]:
+        return self.of_prepared([self.preprocess(text) for text in texts])
+
+    def of_prepared(self, prepared: Sequence[str]) -> tuple[Indices, Indices]:
+        # when all of them are, no text has a word character outside ASCII (one look for
+        # the windows of a long text, which share most of their characters)
+        ascii_words = True if _ascii_words(" ".join(prepared)) else None
         tokens: list[str] = []
         counts: list[int] = []
-        for text in texts:
-            words = self.tokens_of(self.preprocess(text))
+        for text in prepared:
+            words = self.tokens_of(text, ascii_words)
             tokens += words
             counts.append(len(words))
         found = map(self.tokens.get, tokens, itertools.repeat(self.other))
         number = np.fromiter(found, dtype=np.intp, count=len(tokens))
-        text_at = np.repeat(np.arange(len(texts)), counts)
+        text_at = np.repeat(np.arange(len(prepared)), counts)
         kept = number != self.single
         number, text_at = number[kept], text_at[kept]
         text_of: list[Indices] = []

@@ -13,7 +13,7 @@ import binascii
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
 # Work caps: what one call may cost, whatever it is given.
@@ -97,7 +97,8 @@ def _char_class(chars: frozenset[str]) -> str:
 
 
 _TAGS = frozenset(chr(c) for c in range(_TAG_FIRST, _TAG_LAST + 1))
-_HIDDEN = re.compile(_char_class(_BIDI | _INVISIBLE | _JOINERS | _TAGS))
+_HIDDEN_CHARS = _BIDI | _INVISIBLE | _JOINERS | _TAGS
+_HIDDEN = re.compile(_char_class(_HIDDEN_CHARS))
 # what _strip_invisible handles one at a time: a run of tag characters, or one other character
 _HIDDEN_PIECE = re.compile(_char_class(_TAGS) + "+|" + _char_class(_BIDI | _INVISIBLE | _JOINERS))
 _BLACK_FLAG = "\U0001f3f4"  # subdivision flags (England, Scotland) are spelled with tag chars
@@ -156,10 +157,31 @@ class Normalized:
     decoded: tuple[tuple[str, str], ...] = ()
 
 
-def _strip_invisible(text: str) -> tuple[str, set[str], list[str]]:
-    """Drop invisible and bidi controls; reveal Unicode-tag text (ASCII hidden in U+E00xx)."""
+def non_ascii_characters(text: str) -> frozenset[str]:
+    """The distinct non-ASCII characters of ``text``.
+
+    Hidden, lookalike and combining characters are all outside ASCII, and a long text holds
+    few distinct ones (quotes, dashes, emoji): whether it holds any of those is read off this
+    handful rather than by a regex trying a character class at every character. UTF-8
+    writes an ASCII character as one byte below 0x80 and any other as bytes from 0x80 up, so
+    deleting the bytes below 0x80 (in C, a byte at a time) leaves the others whole.
+    """
+    if text.isascii():
+        return frozenset()
+    data = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    return frozenset(data.decode("utf-8", "surrogatepass"))
+
+
+_ASCII_BYTES = bytes(range(0x80))
+
+
+def _strip_invisible(text: str, chars: Set[str] | None = None) -> tuple[str, set[str], list[str]]:
+    """Drop invisible and bidi controls; reveal Unicode-tag text (ASCII hidden in U+E00xx).
+    ``chars``: the text's non-ASCII characters (``non_ascii_characters``), when already known."""
     signals: set[str] = set()
-    if text.isascii() or _HIDDEN.search(text) is None:
+    if text.isascii():
+        return text, signals, []
+    if (chars if chars is not None else non_ascii_characters(text)).isdisjoint(_HIDDEN_CHARS):
         return text, signals, []
     hidden: list[str] = []
     out: list[str] = []
@@ -194,14 +216,16 @@ def _touches_ascii_letter(text: str, i: int) -> bool:
     return (before.isascii() and before.isalpha()) or (after.isascii() and after.isalpha())
 
 
-def _fold_homoglyphs(text: str) -> tuple[str, bool]:
+def _fold_homoglyphs(text: str, chars: Set[str] | None = None) -> tuple[str, bool]:
     """Fold lookalikes to ASCII where they disguise Latin text; report mixed-script words.
 
     A text that is mostly Latin has every lookalike folded (a word spelled wholly in Cyrillic
     lookalikes inside English is still a disguise); a Russian or Greek text keeps its letters,
-    and only its mixed-script words are folded.
+    and only its mixed-script words are folded. ``chars`` as for ``_strip_invisible``.
     """
-    if _LOOKALIKE.search(text) is None:
+    if text.isascii():
+        return text, False
+    if (chars if chars is not None else non_ascii_characters(text)).isdisjoint(_CONFUSABLES):
         return text, False
     latin = other = 0
     for ch in text:
@@ -226,13 +250,20 @@ def _fold_homoglyphs(text: str) -> tuple[str, bool]:
     return "".join(words), mixed
 
 
-def _heuristic_view(text: str) -> str:
-    """Lower-case, accent-free, leetspeak-folded, spaced-out letters joined, one line."""
-    if text.isascii():
-        plain = text.lower()
+def _heuristic_view(text: str, chars: Set[str] | None = None, lines: str | None = None) -> str:
+    """Lower-case, accent-free, leetspeak-folded, spaced-out letters joined, one line.
+    ``chars`` as for ``_strip_invisible``; ``lines``: the text lower-cased with its quotes
+    folded (``_lines``), when already made."""
+    chars = chars if chars is not None else non_ascii_characters(text)
+    if all(_decomposes_to_itself(ch) for ch in chars):
+        # NFKD leaves the text as it is and no mark is left to drop: lower case and folded
+        # quotes are all there is to it
+        plain = lines if lines is not None else _lines(text, chars)
     else:
-        decomposed = unicodedata.normalize("NFKD", _fold_quotes(text))
-        plain = _COMBINING.sub("", decomposed).lower()
+        decomposed = unicodedata.normalize("NFKD", _fold_quotes(text, chars))
+        # the characters of a decomposed text are those of its characters decomposed
+        marks = _COMBINING.search(unicodedata.normalize("NFKD", "".join(chars)))
+        plain = (decomposed if marks is None else _COMBINING.sub("", decomposed)).lower()
     plain = _fold_leet(plain)
     if _SPACED_MIN in _ascii_mask(plain, _SPACED_CLASSES):
         plain = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), plain)
@@ -241,13 +272,33 @@ def _heuristic_view(text: str) -> str:
     return " ".join(plain.split())
 
 
-def _fold_quotes(text: str) -> str:
+def _lines(text: str, chars: Set[str] | None = None) -> str:
+    """The text the line-reading patterns read: lower case, curly quotes folded. The quotes
+    are folded first: a text whose only non-ASCII characters are curly quotes is then ASCII,
+    which ``str.lower`` reads ten times faster. (Either order gives the same text: no
+    character's lower case is a curly quote but the quote's own, and straight quotes have
+    no case.)"""
+    return _fold_quotes(text, chars).lower()
+
+
+def _fold_quotes(text: str, chars: Set[str] | None = None) -> str:
     """Curly quotes to straight ones (``str.replace`` per quote: ``str.translate`` with a
-    dict reads a non-ASCII text a character at a time, ~100x slower)."""
+    dict reads a non-ASCII text a character at a time, ~100x slower). ``chars``: characters
+    the text may hold, when known (its quotes are among them)."""
     for curly, straight in _QUOTES:
-        if curly in text:
+        if curly in (chars if chars is not None else text):
             text = text.replace(curly, straight)
     return text
+
+
+def _decomposes_to_itself(ch: str) -> bool:
+    """NFKD leaves the character as it is, and it is no combining mark (so it is neither
+    decomposed nor reordered, nor dropped as a mark, in any text)."""
+    return (
+        unicodedata.normalize("NFKD", ch) == ch
+        and not unicodedata.combining(ch)
+        and _COMBINING.match(ch) is None
+    )
 
 
 def _fold_leet(plain: str) -> str:
@@ -377,9 +428,18 @@ def _decode_payloads(text: str) -> list[tuple[str, str]]:
 def normalize(text: str, _depth: int = 0) -> Normalized:
     """Undo the disguises: NFKC, homoglyphs, invisible characters, encoded payloads."""
     text = text[:MAX_CHARS]
-    visible, signals, hidden = _strip_invisible(text)
-    nfkc = visible if visible.isascii() else unicodedata.normalize("NFKC", visible)
-    folded, mixed = _fold_homoglyphs(nfkc)
+    chars = non_ascii_characters(
+        text
+    )  # of each step's text in turn: recounted when a step changes it
+    visible, signals, hidden = _strip_invisible(text, chars)
+    if visible is not text:
+        chars = non_ascii_characters(visible)
+    nfkc = visible if not chars else unicodedata.normalize("NFKC", visible)
+    if nfkc is not visible:
+        chars = non_ascii_characters(nfkc)
+    folded, mixed = _fold_homoglyphs(nfkc, chars)
+    if folded is not nfkc:
+        chars = non_ascii_characters(folded)
     if mixed:
         signals.add("normalize:homoglyph")
     decoded: list[tuple[str, str]] = [("unicode-tags", h) for h in hidden]
@@ -390,10 +450,11 @@ def normalize(text: str, _depth: int = 0) -> Normalized:
         inner = normalize(payload, _depth + 1)
         nested.append((kind, inner.text))
         nested.extend(inner.decoded)
+    lines = _lines(folded, chars)
     return Normalized(
         text=folded,
-        view=_heuristic_view(folded),
-        lines=_fold_quotes(folded.lower()),
+        view=_heuristic_view(folded, chars, lines),
+        lines=lines,
         signals=tuple(sorted(signals)),
         decoded=tuple(nested[:MAX_DECODED]),
     )
