@@ -178,12 +178,8 @@ class KeyStore:
     ) -> tuple[str, KeyInfo, KeyInfo]:
         """A new key with the old one's role, name and scopes; the old key expires after
         ``overlap`` (or sooner, if it was due to). Returns (new key, new info, old info)."""
-        old = self.get(ident)
+        old = self._live(ident)
         now = datetime.now(UTC)
-        if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
-            raise KeelworkError(
-                f"key {old.id} is no longer live; create a new one", code="keys.dead", status=409
-            )
         if overlap < timedelta(0):
             raise KeelworkError(
                 f"overlap must not be negative (got {overlap})", code="keys.overlap", status=422
@@ -219,13 +215,7 @@ class KeyStore:
         Returns (before, after) for the audit log. Other replicas see the change when their
         cache entry for the key ages out, as with a revocation.
         """
-        before = self.get(ident)
-        if before.revoked_at is not None or (
-            before.expires_at is not None and before.expires_at <= datetime.now(UTC)
-        ):
-            raise KeelworkError(
-                f"key {before.id} is no longer live; create a new one", code="keys.dead", status=409
-            )
+        before = self._live(ident)
         values: dict[str, Any] = {}
         if role is not None:
             _check_role(role, roles)
@@ -241,6 +231,16 @@ class KeyStore:
             conn.execute(api_keys.update().where(api_keys.c.id == before.id).values(**values))
         self._cache.clear()
         return before, self.get(before.id)
+
+    def _live(self, ident: str) -> KeyInfo:
+        """The key, if it is neither revoked nor expired (409 ``keys.dead`` otherwise)."""
+        info = self.get(ident)
+        expired = info.expires_at is not None and info.expires_at <= datetime.now(UTC)
+        if info.revoked_at is not None or expired:
+            raise KeelworkError(
+                f"key {info.id} is no longer live; create a new one", code="keys.dead", status=409
+            )
+        return info
 
     def list(self, *, include_revoked: bool = False) -> list[KeyInfo]:
         q = sa.select(api_keys).order_by(api_keys.c.created_at)
